@@ -68,6 +68,17 @@ class BackboneConfig:
     """mini-vl: the encoder's feature map is pooled to an image_grid x image_grid token grid."""
     image_multiscale: bool = True
     """mini-vl: also feed pooled features of two earlier CNN stages (colour/position detail)."""
+    projector: Literal["mlp", "words"] = "mlp"
+    """mini-vl: `mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots`
+    soft words: distributions over `image_words` whose expected input embeddings are the image
+    tokens, so the LM reads an image as (soft) text. `words` is trained first on grounded captions
+    (`data.alignment`) and is the embedded default: on CPU budgets the LM learns to use it in
+    minutes, where free vectors need far more data and steps."""
+    word_slots: int = 3
+    """mini-vl `words` projector: soft-word tokens per grid cell (a cell reads like "red star ,")."""
+    image_words: tuple[str, ...] = ()
+    """mini-vl `words` projector: its vocabulary. Filled from `data.alignment` when training starts
+    and saved with the model; set it by hand only to reuse a vocabulary."""
     lm_layers: int = 0
     """mini-vl: keep only the first N decoder layers of the language model (0 = all 30); a
     shallower LM trains several times faster on CPU."""
@@ -125,6 +136,9 @@ class DataConfig:
     """Resample so the chosen response is the longer one in half of the pairs (for length-biased data)."""
     max_pairs: int = 0
     """Cap on training pairs after mixing (0 = no cap)."""
+    alignment: str = ""
+    """Grounded-caption file (see data/regions.py) for the alignment stage that trains mini-vl's
+    `words` projector before reward training; the demo's generator writes one. Empty = no stage."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,11 @@ class TrainConfig:
     """Peak learning rate (paper grid {1e-5, 3e-6, 1e-6, 3e-7}; best 3e-6)."""
     head_lr: float = 0.0
     """Learning rate for the head and projector; 0 = same as `lr`."""
+    align_epochs: int = 20
+    """Epochs of the alignment stage over `data.alignment` (features of the frozen image encoder
+    are computed once, so an epoch costs milliseconds per image)."""
+    align_lr: float = 1e-3
+    """Learning rate of the alignment stage."""
     lr_grid: tuple[float, ...] = (1e-5, 3e-6, 1e-6, 3e-7)
     """Values tried by `basereward sweep`."""
     global_batch_size: int = 128

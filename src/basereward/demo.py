@@ -40,7 +40,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     t0 = time.time()
     out = Path(out_dir)
     data_dir = out / "data"
-    n_train = n_train or (64 if quick else 1200)
+    n_train = n_train or (64 if quick else 1600)
     n_val = 32 if quick else 200
     n_heldout = n_heldout or (32 if quick else 400)
     print(f"[demo] 1/4 data -> {data_dir}", flush=True)
@@ -52,6 +52,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     base = [
         f"data.train=[{data_dir / 'synth-train' / 'pairs.jsonl'},{hh_train_path}]",
         f"data.validation={data_dir / 'synth-val' / 'pairs.jsonl'}",
+        f"data.alignment={data_dir / 'synth-train' / 'regions.jsonl'}",
         f"train.output_dir={out / 'train'}",
     ]
     if quick:

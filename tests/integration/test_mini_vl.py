@@ -121,3 +121,133 @@ def test_mean_pooling_reads_the_response_tokens(model):
     torch.testing.assert_close(got[True], expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(got[False], expected, atol=1e-5, rtol=0)
 
+
+
+# ---------------------------------------------------------------------------- word projector
+
+
+@pytest.fixture(scope="module")
+def grounded_dir(tmp_path_factory):
+    from basereward.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("grounded")
+    generate(str(out), n_pairs=40, seed=3, categories=["hallucination/color"], progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def grounded(grounded_dir):
+    from basereward.data.regions import load_regions
+
+    return load_regions(grounded_dir / "regions.jsonl")
+
+
+def _words_model(words, seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", lm_layers=2, image_grid=2, max_length=96,
+                                              projector="words", word_slots=3, image_words=words))
+    return RewardModel(cfg).eval()
+
+
+def test_word_projector_tokens_are_mixtures_of_vocabulary_embeddings(grounded):
+    from basereward.data.regions import region_words
+
+    model = _words_model(region_words(grounded))
+    bb = model.backbone
+    assert bb.tokens_per_image == 2 * 2 * 3
+    pixels = torch.stack([torch.zeros(3, 224, 224), torch.ones(3, 224, 224)])
+    with torch.no_grad():
+        feats = bb.vision(pixels)
+        tokens, logits = bb._soft_words(bb.projector(feats))
+    table = bb.lm.get_input_embeddings().weight[bb.word_ids]
+    expected = torch.softmax(logits, -1) @ table
+    torch.testing.assert_close(tokens, expected)
+    assert tokens.shape == (2, 12, bb.hidden_size)
+    # Every vocabulary word (and "background" / ",") is one or more rows of the LM's own table.
+    vocab = set(bb.tokenizer.convert_ids_to_tokens(bb.word_ids.tolist()))
+    assert {"Ġred", "Ġbackground", ","} <= vocab
+
+
+def test_alignment_teaches_cells_their_region_words(grounded):
+    from basereward.data.regions import region_words
+
+    model = _words_model(region_words(grounded))
+    bb = model.backbone
+    before = bb.align(grounded, epochs=1, lr=1e-3, seed=0, progress=False)
+    after = bb.align(grounded, epochs=40, lr=3e-3, seed=0, progress=False)
+    assert after["align_loss"] < 0.5 * before["align_loss"]
+    assert after["align_slot_accuracy"] > 0.9
+    # The colour of a single-object image is read back from the cell that holds the shape.
+    item = grounded[0]
+    target = bb._cell_targets(item, 2, 3, {int(t): i for i, t in enumerate(bb.word_ids.tolist())},
+                              0)
+    from basereward.data.pairs import open_image
+    from basereward.models.mini_vl import preprocess_image
+
+    with torch.no_grad():
+        _, logits = bb._soft_words(bb.projector(bb.vision(preprocess_image(open_image(item.image), 224)[None])))
+    predicted = logits.argmax(-1).reshape(4, 3)
+    colour_word = item.regions[0].text.split()[0]
+    colour_pos = int(torch.nonzero(bb.word_ids == bb._word_token_ids([colour_word])[0]))
+    assert (target[:, 0] == colour_pos).any()
+    assert (predicted[:, 0] == colour_pos).any()
+
+
+def test_word_projector_vocabulary_travels_with_the_saved_model(grounded, tmp_path):
+    from basereward.data.regions import region_words
+
+    model = _words_model(region_words(grounded))
+    model.backbone.align(grounded[:8], epochs=2, lr=1e-3, seed=0, progress=False)
+    model.save_pretrained(tmp_path / "m")
+    loaded = RewardModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.backbone.cfg.image_words == region_words(grounded)
+    gs = groups()[:2]
+    torch.testing.assert_close(_rewards(loaded, gs), _rewards(model, gs), atol=1e-6, rtol=0)
+
+
+def test_word_projector_without_vocabulary_is_a_config_error():
+    from basereward.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.alignment"):
+        _words_model(())
+
+
+def test_training_runs_the_alignment_stage_and_saves_its_vocabulary(grounded, grounded_dir, tmp_path):
+    import yaml
+
+    from basereward.config import load_config
+    from basereward.data.pairs import load_pairs
+    from basereward.data.regions import region_words
+    from basereward.errors import ConfigError
+    from basereward.training.loop import train
+
+    folder = grounded_dir
+    pairs = load_pairs(folder / "pairs.jsonl")[:8]
+    common = [f"data.alignment={folder / 'regions.jsonl'}", "model.backbone.lm_layers=2",
+              "model.backbone.image_grid=2", "model.backbone.max_length=96", "train.max_steps=1",
+              "train.global_batch_size=4", "train.micro_batch_size=4", "train.align_epochs=2",
+              f"train.output_dir={tmp_path / 'run'}"]
+    cfg = load_config(None, common + ["model.backbone.projector=words"])
+    result = train(cfg, pairs, progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert tuple(saved["model"]["backbone"]["image_words"]) == region_words(grounded)
+    loaded = RewardModel.from_pretrained(result["model_dir"])
+    assert loaded.backbone.cfg.image_words == region_words(grounded)
+    # The free-vector projector has no alignment stage: one clear error, before any training.
+    with pytest.raises(ConfigError, match="projector=words"):
+        train(load_config(None, common + [f"train.output_dir={tmp_path / 'run2'}"]), pairs, progress=False)
+
+
+def test_features_cached_by_alignment_give_the_rewards_of_the_pixels(grounded):
+    from basereward.data.regions import region_words
+
+    model = _words_model(region_words(grounded))
+    model.backbone.align(grounded[:6], epochs=1, lr=1e-3, seed=0, progress=False)
+    assert len(model.backbone.feature_cache) == 6
+    gs = [Group("What colour is the shape?", ("It is red.", "It is blue, I think."), (it.image,)) for it in grounded[:3]]
+    batch = model.collate(gs)
+    assert "image_features" in batch and "pixel_values" not in batch  # the encoder is not run again
+    cached = _rewards(model, gs)
+    model.backbone.feature_cache.clear()
+    assert "pixel_values" in model.collate(gs)
+    torch.testing.assert_close(cached, _rewards(model, gs), atol=1e-5, rtol=0)

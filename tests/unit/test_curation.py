@@ -122,6 +122,8 @@ def test_mix_none_zero_and_errors():
     assert Counter(p.source for p in mix({"mm": mm, "t": text}, 0.0, seed=0)) == {"m": 3}
     with pytest.raises(DataError, match="needs multimodal pairs"):
         mix({"t": text}, 0.5, seed=0)
+    with pytest.raises(DataError, match="needs text-only pairs"):
+        mix({"mm": mm}, 0.5, seed=0)
 
 
 def test_mix_is_deterministic_and_shuffled():

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from tqdm import tqdm
 
+from basereward.data.regions import GroundedImage, Region, save_regions
 from basereward.data.schema import PreferencePair
 
 SOURCE = "synthetic"
@@ -121,7 +122,7 @@ def generate(
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
 
-    pairs = []
+    pairs, grounded = [], []
     bar = tqdm(cats, desc="synthetic pairs", file=sys.stderr, disable=not progress)
     for index, category in enumerate(bar):
         ex = make_example(seed, index, category, image_size)
@@ -143,8 +144,35 @@ def generate(
                 category=category,
             )
         )
+        grounded.append(GroundedImage(os.path.abspath(path), example_regions(ex, image_size)))
     write_pairs(pairs, os.path.join(out_dir, "pairs.jsonl"))
+    save_regions(grounded, os.path.join(out_dir, "regions.jsonl"))
     return pairs
+
+
+def example_regions(ex: Example, size: int) -> tuple[Region, ...]:
+    """Grounded captions of one rendered image (the alignment data format, see data/regions.py).
+
+    Shapes: a box around each object named "<colour> <shape>"; bars: each bar named
+    "<colour> bar"; photos: the whole image named by a short label of its subject.
+    """
+    def clip(v: float) -> float:
+        return min(max(v / size, 0.0), 1.0)
+
+    meta = ex.meta
+    if "objects" in meta:
+        return tuple(
+            Region((clip(o["center"][0] - o["radius"]), clip(o["center"][1] - o["radius"]),
+                    clip(o["center"][0] + o["radius"]), clip(o["center"][1] + o["radius"])),
+                   f"{o['colour']} {o['shape']}")
+            for o in meta["objects"]
+        )
+    if "bars" in meta:
+        return tuple(
+            Region((clip(b["x0"]), clip(b["top"]), clip(b["x1"]), clip(meta["baseline"])), f"{b['colour']} bar")
+            for b in meta["bars"]
+        )
+    return (Region((0.0, 0.0, 1.0, 1.0), _PHOTO_LABELS[meta["photo"]]),)
 
 
 def write_pairs(pairs: Iterable[PreferencePair], path: str) -> None:
@@ -814,6 +842,15 @@ _PHOTOS: dict[str, tuple[str, str]] = {
     "china": ("a traditional Chinese temple tower", "rising above trees next to a lake"),
     "flower": ("an orange dahlia flower in bloom", "against a dark green background"),
     "colorwheel": ("a circular colour wheel", "showing a rainbow of hues on black"),
+}
+# Short labels for the grounded captions (regions.jsonl): words of the subject above.
+_PHOTO_LABELS: dict[str, str] = {
+    "astronaut": "astronaut spacesuit", "coffee": "coffee cup", "chelsea": "tabby cat", "rocket": "rocket",
+    "camera": "camera tripod", "coins": "silver coins", "horse": "horse silhouette", "hubble_deep_field": "galaxies",
+    "immunohistochemistry": "stained tissue", "moon": "lunar craters", "retina": "retina vessels",
+    "brick": "brick wall", "grass": "grass", "gravel": "gravel stones", "text": "handwritten formulas",
+    "page": "printed page", "motorcycle": "red motorcycle", "china": "temple tower", "flower": "dahlia flower",
+    "colorwheel": "colour wheel",
 }
 _NO_FLIP = {"text", "page"}  # mirrored writing would not be "a page of text" any more
 _PHOTO_NAMES = tuple(_PHOTOS)

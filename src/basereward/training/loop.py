@@ -13,6 +13,8 @@ that was not.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import json
 import math
@@ -145,6 +147,15 @@ def train(
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
+    regions = None
+    if cfg.data.alignment:
+        from basereward.data.regions import load_regions, region_words
+
+        regions = load_regions(cfg.data.alignment)
+        if model is None and cfg.model.backbone.projector == "words" and not cfg.model.backbone.image_words:
+            # The vocabulary is part of the model's config: it is saved with every checkpoint.
+            backbone = dataclasses.replace(cfg.model.backbone, image_words=region_words(regions))
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
     tc = cfg.train
     accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -185,6 +196,14 @@ def train(
         history = state.get("history", {})
         if is_main:
             print(f"[basereward] resumed from {ckpt} at step {start_step}/{total_steps}", flush=True)
+    elif regions is not None:
+        # Alignment stage (fresh runs only: a checkpoint already holds the aligned projector).
+        align = getattr(model.backbone, "align", None)
+        if align is None:
+            raise ConfigError(f"data.alignment: the {cfg.model.backbone.name} backbone has no alignment stage")
+        history["alignment"] = align(regions, epochs=tc.align_epochs, lr=tc.align_lr, seed=tc.seed,
+                                     progress=progress and is_main)
+        model.train()
 
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: RewardModel = accelerator.unwrap_model(model)
@@ -287,6 +306,8 @@ def train(
             bar.close()
 
     result: dict[str, Any] = {"steps": step, "train": last}
+    if "alignment" in history:
+        result["alignment"] = history["alignment"]
     if val_pairs:
         result["validation"] = run_eval(step)
     model_dir = out_dir / "model"
