@@ -514,7 +514,7 @@ def test_rewardbench_load_json_jsonl_parquet(tmp_path):
     with pytest.raises(DataError, match=r"bad\.jsonl:2 \(id 3\): missing field 'subset'"):
         rewardbench.load(str(tmp_path / "bad.jsonl"))
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(DataError, match=r"bad\.jsonl:1: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: malformed JSON"):
         rewardbench.load(str(tmp_path / "bad.jsonl"))
 
 

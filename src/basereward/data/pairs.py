@@ -127,6 +127,17 @@ def _read_lines(path: Path, shown: str) -> list[bytes]:
     return data.splitlines()
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """One JSONL line -> its object; ValueError(reason) for malformed JSON or a non-object."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"not a JSON object (got {type(row).__name__})")
+    return row
+
+
 def _parse_row(
     raw: bytes, base_dir: str, seen_ids: dict[str, int], lineno: int
 ) -> tuple[PreferencePair, list[tuple[str, str]]]:
@@ -135,12 +146,7 @@ def _parse_row(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"not a JSON object (got {type(row).__name__})")
+    row = json_object(text)
 
     for key in ("id", *_REQUIRED_TEXT, "images"):
         if key not in row:

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from basereward.data.pairs import json_object
 from basereward.errors import DataError
 
 
@@ -36,12 +37,7 @@ class GroundedImage:
 
 
 def _parse(raw: str, base: str) -> GroundedImage:
-    try:
-        row = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"not a JSON object (got {type(row).__name__})")
+    row = json_object(raw)
     for key in ("image", "regions"):
         if key not in row:
             raise ValueError(f"missing field '{key}'")

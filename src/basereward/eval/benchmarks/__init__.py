@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ...data.pairs import json_object
 from ...data.schema import Group
 from ...errors import ConfigError, DataError
 
@@ -131,11 +132,9 @@ def iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
+                rec = json_object(line)
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
             yield f"{path}:{lineno}", rec
         return
     try:
