@@ -163,8 +163,8 @@ def mix(
         if n_text == 0 and text_ratio > 0:
             # Downsampling the multimodal side to 0 / text_ratio pairs would silently drop everything.
             raise DataError(
-                f"mix: text_ratio={text_ratio} needs text-only pairs, but sources "
-                f"{', '.join(names)} have none; use text_ratio=None (data.text_ratio=-1) to keep them as given"
+                f"mix: text_ratio={text_ratio} needs text-only pairs, but all {n_mm} pairs are multimodal; "
+                "set data.text_ratio=-1 to keep the data as given"
             )
         if n_text >= text_ratio * n_mm:
             text = _stratified_sample(text, round(text_ratio * n_mm), rng)
