@@ -68,12 +68,19 @@ class BackboneConfig:
     """mini-vl: the encoder's feature map is pooled to an image_grid x image_grid token grid."""
     image_multiscale: bool = True
     """mini-vl: also feed pooled features of two earlier CNN stages (colour/position detail)."""
+    image_tap_max_pool: bool = False
+    """mini-vl: pool the earlier stages per cell by maximum as well as by average (a small object
+    is not averaged away by the background around it); the demo turns it on."""
     projector: Literal["mlp", "words"] = "mlp"
     """mini-vl: `mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots`
     soft words: distributions over `image_words` whose expected input embeddings are the image
     tokens, so the LM reads an image as (soft) text. `words` is trained first on grounded captions
     (`data.alignment`) and is the embedded default: on CPU budgets the LM learns to use it in
     minutes, where free vectors need far more data and steps."""
+    train_projector: bool = True
+    """mini-vl: keep training the projector during reward training. `false`: it trains in the
+    alignment stage only; with the LM's lower layers frozen too, nothing below the trained layers
+    then needs gradients (cheaper steps, and `train.cache_trunk` becomes possible)."""
     word_slots: int = 3
     """mini-vl `words` projector: soft-word tokens per grid cell (a cell reads like "red star ,")."""
     image_words: tuple[str, ...] = ()
@@ -184,6 +191,11 @@ class TrainConfig:
     """Write a metrics line every N optimizer steps."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    cache_trunk: bool = False
+    """mini-vl: when everything below the trained top layers is frozen (`train_lm_layers` > 0,
+    `train_projector: false`, no LoRA), compute the frozen trunk's output once per pair, keep it
+    in memory and run only the trained layers on later visits: every epoch after the first costs
+    the trained layers alone, with the same rewards and gradients as without the cache."""
     resume: str = ""
     """`auto` = resume from the latest checkpoint in output_dir; or a checkpoint directory."""
 

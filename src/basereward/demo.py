@@ -82,6 +82,10 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         s = scores if scores is not None else scorer.score(pairs_)
         return sum(c > r for c, r in s) / max(len(s), 1)
 
+    encode = getattr(scorer.model.backbone, "cache_image_features", None)
+    if encode is not None:
+        # The shuffled split reuses the held-out images: encode them once for both.
+        encode([img for p in heldout for img in p.images], progress=True, desc="held-out: encode images")
     heldout_scores = scorer.score(heldout)
     rows = {
         "visual held-out (seed 2)": acc(heldout, heldout_scores),

@@ -251,3 +251,128 @@ def test_features_cached_by_alignment_give_the_rewards_of_the_pixels(grounded):
     model.backbone.feature_cache.clear()
     assert "pixel_values" in model.collate(gs)
     torch.testing.assert_close(cached, _rewards(model, gs), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------- frozen-trunk cache
+
+
+def _trunk_model(**backbone):
+    torch.manual_seed(0)
+    opts = {"lm_layers": 3, "train_lm_layers": 1, "image_grid": 2, "max_length": 96, "train_projector": False}
+    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", **{**opts, **backbone}),
+                      head=HeadConfig(zero_init_last=False))
+    return RewardModel(cfg).train()
+
+
+def _rewards_and_grads(model, gs):
+    model.zero_grad()
+    r = model(model.collate(gs))
+    (r[0] - r[1] + 0.5 * r[3] - r[4] + 0.25 * r[5]).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return r.detach(), grads
+
+
+def test_trunk_cache_gives_the_rewards_and_gradients_of_the_full_model():
+    model = _trunk_model()
+    assert not any(p.requires_grad for p in model.backbone.projector.parameters())
+    gs = groups()
+    ref_r, ref_g = _rewards_and_grads(model, gs)
+    assert set(ref_g) >= {"backbone.lm.layers.2.mlp.up_proj.weight", "head.net.0.weight"}
+    assert not any(".layers.0." in n or ".layers.1." in n for n in ref_g)
+    assert model.backbone.enable_trunk_cache() == 2  # layer 2 is the first trained one
+    try:
+        for visit in ("computes the trunk", "reads the cache"):
+            r, g = _rewards_and_grads(model, gs)
+            torch.testing.assert_close(r, ref_r, atol=1e-5, rtol=0, msg=visit)
+            for n in ref_g:
+                torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=f"{visit}: {n}")
+        # A new batch mixing cached and new groups, in another order, is still exact.
+        mixed = [gs[2], Group("Which one is larger?", ("The left one.", "The right one."), (solid_image(40, 40, 5),)), gs[0]]
+        got = model(model.collate(mixed)).detach()
+        model.backbone.disable_trunk_cache()
+        torch.testing.assert_close(got, model(model.collate(mixed)).detach(), atol=1e-5, rtol=0)
+    finally:
+        model.backbone.disable_trunk_cache()
+
+
+def test_trunk_cache_refuses_a_trunk_that_trains():
+    from basereward.errors import ConfigError
+
+    model = _trunk_model(train_projector=True)
+    with pytest.raises(ConfigError, match="train_projector=false"):
+        model.backbone.enable_trunk_cache()
+    model = _trunk_model(train_lm_layers=-1)
+    with pytest.raises(ConfigError, match="train_lm_layers"):
+        model.backbone.enable_trunk_cache()
+
+
+def test_frozen_projector_is_aligned_and_saved(grounded, tmp_path):
+    from basereward.data.regions import region_words
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", lm_layers=2, image_grid=2, max_length=96,
+                                              projector="words", image_words=region_words(grounded),
+                                              train_projector=False))
+    model = RewardModel(cfg).eval()
+    before = model.backbone.projector[1].weight.clone()
+    model.backbone.align(grounded[:8], epochs=2, lr=1e-3, seed=0, progress=False)
+    assert not torch.equal(before, model.backbone.projector[1].weight)  # alignment trained it
+    assert not any(p.requires_grad for p in model.backbone.projector.parameters())  # and froze it again
+    model.save_pretrained(tmp_path / "m")
+    loaded = RewardModel.from_pretrained(tmp_path / "m").eval()
+    gs = groups()[:2]
+    torch.testing.assert_close(_rewards(loaded, gs), _rewards(model, gs), atol=1e-6, rtol=0)
+
+
+def test_training_with_the_trunk_cache_ends_with_the_same_model(grounded_dir, tmp_path):
+    from basereward.config import load_config
+    from basereward.data.pairs import load_pairs
+    from basereward.training.loop import train
+
+    pairs = load_pairs(grounded_dir / "pairs.jsonl")[:8]
+    common = [f"data.alignment={grounded_dir / 'regions.jsonl'}", "model.backbone.lm_layers=2",
+              "model.backbone.train_lm_layers=1", "model.backbone.projector=words",
+              "model.backbone.train_projector=false", "model.backbone.image_grid=2",
+              "model.backbone.max_length=96", "model.head.zero_init_last=false", "train.epochs=3",
+              "train.global_batch_size=4", "train.micro_batch_size=2", "train.align_epochs=1", "train.lr=1e-3"]
+    results = {}
+    for flag in ("false", "true"):
+        cfg = load_config(None, common + [f"train.cache_trunk={flag}", f"train.output_dir={tmp_path / flag}"])
+        results[flag] = train(cfg, pairs, progress=False)
+    assert results["true"]["trunk_cache"] == {"first_trained_layer": 1, "cached_groups": 8}
+    assert results["true"]["train"]["loss"] == pytest.approx(results["false"]["train"]["loss"], abs=1e-5)
+    models = [RewardModel.from_pretrained(results[f]["model_dir"]) for f in ("false", "true")]
+    gs = [p.to_group() for p in pairs]
+    torch.testing.assert_close(_rewards(models[1], gs), _rewards(models[0], gs), atol=1e-4, rtol=0)
+
+
+def test_tap_max_pool_adds_the_cell_maxima_of_the_early_stages():
+    from basereward.models.mini_vl import ImageEncoder
+
+    torch.manual_seed(0)
+    avg, both = ImageEncoder(2), ImageEncoder(2, tap_max_pool=True)
+    assert both.out_channels == avg.out_channels + 40 + 112
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fa, fb = avg(pixels), both(pixels)
+    # Layout: [final 1280 avg, stage-40 avg, stage-40 max, stage-112 avg, stage-112 max].
+    torch.testing.assert_close(fb[..., :1320], fa[..., :1320])
+    torch.testing.assert_close(fb[..., 1360:1472], fa[..., 1320:1432])
+    assert (fb[..., 1320:1360] >= fb[..., 1280:1320] - 1e-6).all()  # a maximum is never below the mean
+    assert (fb[..., 1472:] >= fb[..., 1360:1472] - 1e-6).all()
+
+
+def test_cached_image_features_are_encoded_once(grounded):
+    from basereward.data.regions import region_words
+
+    model = _words_model(region_words(grounded))
+    calls = []
+    handle = model.backbone.vision.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        paths = [it.image for it in grounded[:3]]
+        first = model.backbone.cache_image_features(paths + paths[:1], progress=False)
+        again = model.backbone.cache_image_features(paths[::-1], progress=False)
+    finally:
+        handle.remove()
+    assert calls == [3]  # three distinct files, one encoder call; the second request hits the cache
+    assert first.shape[0] == 4 and torch.equal(first[0], first[3]) and torch.equal(again[0], first[2])

@@ -66,6 +66,9 @@ class Backbone(nn.Module):
 
     registry_name: ClassVar[str] = ""
     hidden_size: int
+    # Parameter-name prefixes saved with a trained model even when frozen (parts that are not in
+    # the pretrained weights, e.g. a projector trained only by an earlier stage).
+    always_saved: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()

@@ -12,6 +12,9 @@ with `weights_only=True` (no arbitrary unpickling).
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import importlib.util
 import math
 import os
@@ -107,14 +110,17 @@ class ImageEncoder(nn.Module):
 
     TAPS = (4, 10)  # block indices whose outputs are tapped (ends of the 40- and 112-channel stages)
 
-    def __init__(self, grid: int, multiscale: bool = True) -> None:
+    def __init__(self, grid: int, multiscale: bool = True, tap_max_pool: bool = False) -> None:
         super().__init__()
         # channels_last runs the depthwise convolutions ~30% faster on CPU.
         self.net = efficientnet_lite0().to(memory_format=torch.channels_last)
         self.pool = nn.AdaptiveAvgPool2d(grid)
+        # A cell's average dilutes a small object with the background around it; the maximum of the
+        # early (colour, edge) channels keeps it.
+        self.max_pool = nn.AdaptiveMaxPool2d(grid) if multiscale and tap_max_pool else None
         self.multiscale = multiscale
-        self.out_channels = 1280 + (sum(self.net._blocks[i]._project_conv.out_channels for i in self.TAPS)
-                                    if multiscale else 0)
+        tap_channels = sum(self.net._blocks[i]._project_conv.out_channels for i in self.TAPS) if multiscale else 0
+        self.out_channels = 1280 + tap_channels * (2 if self.max_pool is not None else 1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
@@ -124,6 +130,8 @@ class ImageEncoder(nn.Module):
             x = block(x)  # drop-connect is off in eval mode
             if self.multiscale and idx in self.TAPS:
                 taps.append(self.pool(x))
+                if self.max_pool is not None:
+                    taps.append(self.max_pool(x))
         x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, 7, 7)
         feats = torch.cat([self.pool(x), *taps], dim=1)  # (B, C, g, g)
         return feats.flatten(2).transpose(1, 2)  # (B, g*g, C)
@@ -139,6 +147,57 @@ def preprocess_image(image: Any, size: int) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _group_key(group: Group) -> str:
+    """A content hash of a group (image files, prompt, responses)."""
+    h = hashlib.sha1()
+    for img in group.images:
+        if isinstance(img, (str, os.PathLike)):
+            h.update(os.path.realpath(img).encode())
+        else:  # an in-memory image
+            h.update(np.asarray(img).tobytes())
+        h.update(b"\0")
+    for text in (group.prompt, *group.responses):
+        h.update(text.encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _lm_view(lm: nn.Module, layers: Sequence[nn.Module], norm: nn.Module) -> nn.Module:
+    """The same LM (shared modules, shared weights) running only `layers`, then `norm`."""
+    view = copy.copy(lm)
+    view._modules = dict(lm._modules)
+    view._modules["layers"] = nn.ModuleList(layers)
+    view._modules["norm"] = norm
+    view.config = copy.deepcopy(lm.config)
+    view.config.num_hidden_layers = len(layers)
+    if getattr(lm.config, "layer_types", None):
+        first = list(lm.layers).index(layers[0])
+        view.config.layer_types = list(lm.config.layer_types)[first:first + len(layers)]
+    return view
+
+
+@functools.lru_cache(maxsize=None)
+def _offset_cache_class() -> type:
+    from transformers import DynamicCache
+
+    class OffsetCache(DynamicCache):
+        """A DynamicCache for an LM view whose first layer is the LM's layer `offset` (the attention
+        modules keep their global layer_idx)."""
+
+        def __init__(self, offset: int, config: Any) -> None:
+            super().__init__(config=config)
+            self.offset = offset
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):  # type: ignore[override]
+            return super().update(key_states, value_states, layer_idx - self.offset, *args, **kwargs)
+
+    return OffsetCache
+
+
+def _offset_cache(offset: int, config: Any) -> Any:
+    return _offset_cache_class()(offset, config)
 
 
 @register_backbone("mini-vl")
@@ -163,7 +222,7 @@ class MiniVL(Backbone):
             if getattr(lm.config, "layer_types", None):
                 lm.config.layer_types = lm.config.layer_types[: cfg.lm_layers]
         self.hidden_size = lm.config.hidden_size
-        self.vision = ImageEncoder(cfg.image_grid, cfg.image_multiscale)
+        self.vision = ImageEncoder(cfg.image_grid, cfg.image_multiscale, cfg.image_tap_max_pool)
         for p in self.vision.parameters():
             # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)
@@ -190,7 +249,15 @@ class MiniVL(Backbone):
             nn.GELU(),
             nn.Linear(self.hidden_size, self.hidden_size * slots),
         )
+        if not cfg.train_projector:
+            # Trained by the alignment stage only (align() lifts this for its own optimiser).
+            for p in self.projector.parameters():
+                p.requires_grad_(False)
         self.lm = prepare_language_model(lm, cfg)
+        # Frozen-trunk cache (train.cache_trunk): group key -> (prefix states, response states) at
+        # the input of the first trained layer, and the two LM views that run below / above it.
+        self._trunk: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] | None = None
+        self._views: dict[str, Any] = {}
         self.tokens_per_image = cfg.image_grid * cfg.image_grid * slots
         # Image positions hold the pad id in input_ids (so the ids stay valid) and are
         # overwritten by the projected image features in forward().
@@ -201,6 +268,10 @@ class MiniVL(Backbone):
 
     def language_model(self) -> nn.Module:
         return self.lm
+
+    # Saved with the model even when frozen for reward training: the projector is not part of the
+    # pretrained weights (the alignment stage or reward training made it).
+    always_saved = ("projector.",)
 
     def _word_token_ids(self, words: Sequence[str]) -> list[int]:
         """Token ids of words as they occur inside a sentence (after a space)."""
@@ -241,7 +312,9 @@ class MiniVL(Backbone):
         responses: list[list[int]] = []
         seq_group: list[int] = []
         cached: list[torch.Tensor | None] = []
+        keys: list[str] = []
         for g_idx, group in enumerate(groups):
+            keys.append(_group_key(group))
             for img in group.images:
                 hit = self.feature_cache.get(os.path.realpath(img)) if isinstance(img, str) and self.feature_cache else None
                 cached.append(hit)
@@ -287,6 +360,7 @@ class MiniVL(Backbone):
             "prefix_image_mask": prefix_image_mask.bool(),
             "resp_ids": resp_ids_t,  # (N, Tr) responses alone
             "resp_mask": resp_mask,
+            "group_keys": tuple(keys),  # content hashes: what the frozen-trunk cache is keyed by
         }
         if images and all(c is not None for c in cached):
             batch["image_features"] = torch.stack(cached)  # (I, cells, C): the encoder's output, cached
@@ -329,6 +403,30 @@ class MiniVL(Backbone):
         logits = queries @ table.t().to(queries.dtype) / self.hidden_size ** 0.5
         return torch.softmax(logits.float(), dim=-1).to(queries.dtype) @ table.to(queries.dtype), logits
 
+    def cache_image_features(self, images: Sequence[Any], batch_size: int = 64, progress: bool = True,
+                             desc: str = "encode images") -> torch.Tensor:
+        """Encode image files once with the frozen encoder and keep their features in
+        `feature_cache`, so that later batches with these images skip the encoder (the alignment
+        stage, or scoring the same images twice). Returns the features, (N, cells, C), in order."""
+        from tqdm.auto import tqdm
+
+        from ..data.pairs import open_image
+
+        keys = [os.path.realpath(img) for img in images]
+        todo = sorted({k for k in keys if k not in self.feature_cache})
+        device = next(self.vision.parameters()).device
+        bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            pixels = torch.stack([preprocess_image(open_image(k), self.cfg.image_size) for k in chunk])
+            with torch.no_grad():
+                feats = self.vision(pixels.to(device, next(self.vision.parameters()).dtype)).cpu()
+            for k, f in zip(chunk, feats):
+                self.feature_cache[k] = f
+            bar.update(len(chunk))
+        bar.close()
+        return torch.stack([self.feature_cache[k] for k in keys]) if keys else torch.empty(0)
+
     # ------------------------------------------------------------------ alignment stage
     def align(self, items: Sequence[Any], epochs: int, lr: float, seed: int, batch_size: int = 64,
               progress: bool = True) -> dict[str, float]:
@@ -344,27 +442,17 @@ class MiniVL(Backbone):
             raise ConfigError("data.alignment trains the mini-vl `words` projector; set model.backbone.projector=words")
         from tqdm.auto import tqdm
 
-        from ..data.pairs import open_image
-
         g, slots = self.cfg.image_grid, self.slots
         position = {int(t): i for i, t in enumerate(self.word_ids.tolist())}
         filler = position[self._word_token_ids([FILLER])[0]]
-        feats, targets = [], []
-        device = next(self.projector.parameters()).device
-        bar = tqdm(total=len(items), desc="align: encode images", unit="img", disable=not progress)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            pixels = torch.stack([preprocess_image(open_image(it.image), self.cfg.image_size) for it in chunk])
-            with torch.no_grad():
-                feats.append(self.vision(pixels.to(device)).cpu())
-            for it, f in zip(chunk, feats[-1]):
-                self.feature_cache[os.path.realpath(it.image)] = f
-                targets.append(self._cell_targets(it, g, slots, position, filler))
-            bar.update(len(chunk))
-        bar.close()
-        x = torch.cat(feats)  # (N, cells, C)
+        x = self.cache_image_features([it.image for it in items], batch_size, progress, "align: encode images")
+        targets = [self._cell_targets(it, g, slots, position, filler) for it in items]
         y = torch.stack(targets)  # (N, cells, slots)
+        device = next(self.projector.parameters()).device
         gen = torch.Generator().manual_seed(seed)
+        flags = [p.requires_grad for p in self.projector.parameters()]
+        for p in self.projector.parameters():
+            p.requires_grad_(True)  # even when reward training keeps it frozen (train_projector=false)
         opt = torch.optim.AdamW(self.projector.parameters(), lr=lr, weight_decay=0.01)
         was_training = self.projector.training
         self.projector.train()
@@ -388,6 +476,8 @@ class MiniVL(Backbone):
                 bar.set_postfix(loss=f"{loss_v:.3f}", slot_acc=f"{acc_v:.3f}")
         bar.close()
         self.projector.train(was_training)
+        for p, flag in zip(self.projector.parameters(), flags):
+            p.requires_grad_(flag)
         return {"align_loss": loss_v, "align_slot_accuracy": acc_v, "align_images": len(x)}
 
     def _cell_targets(self, item: Any, g: int, slots: int, position: dict[int, int], filler: int) -> torch.Tensor:
@@ -429,16 +519,25 @@ class MiniVL(Backbone):
         out = self.lm(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"])
         return out.last_hidden_state
 
-    def _forward_shared(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Prefixes once per group (G rows), then every response on the cached prefix keys/values."""
+    def _prefix_embeds(self, batch: dict[str, Any]) -> torch.Tensor:
         prefix_embeds = self.lm.get_input_embeddings()(batch["prefix_ids"])  # (G, Tp, H)
         img_tokens = self._batch_image_tokens(batch)  # (I, tokens_per_image, H)
         if img_tokens is not None:
             # Prefix rows are groups in order and images are stored group by group: a flat copy fits.
             flat = img_tokens.reshape(-1, img_tokens.shape[-1]).to(prefix_embeds.dtype)
             prefix_embeds = prefix_embeds.masked_scatter(batch["prefix_image_mask"].unsqueeze(-1), flat)
+        return prefix_embeds
+
+    @staticmethod
+    def _run_shared(lm: nn.Module, batch: dict[str, Any], prefix_embeds: torch.Tensor,
+                    responses: dict[str, torch.Tensor], cache: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefixes once per group (G rows), then every response on the cached prefix keys/values.
+
+        `responses` is {"input_ids": ...} or {"inputs_embeds": ...}; returns the last hidden states
+        of the prefixes (G, Tp, H) and of the responses (N, Tr, H).
+        """
         prefix_mask = batch["prefix_mask"]
-        out = self.lm(inputs_embeds=prefix_embeds, attention_mask=prefix_mask, use_cache=True)
+        out = lm(inputs_embeds=prefix_embeds, attention_mask=prefix_mask, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         seq_group = batch["seq_group"]
         for layer in cache.layers:
@@ -450,6 +549,73 @@ class MiniVL(Backbone):
         # Right-padded prefixes leave masked holes; positions continue from each real prefix end.
         position_ids = prefix_len.unsqueeze(1) + torch.arange(Tr, device=resp_mask.device).unsqueeze(0)
         full_mask = torch.cat([prefix_mask[seq_group], resp_mask], dim=1)  # (N, Tp + Tr)
-        out = self.lm(input_ids=batch["resp_ids"], attention_mask=full_mask, position_ids=position_ids,
-                      past_key_values=cache, use_cache=True)
-        return out.last_hidden_state  # (N, Tr, H)
+        resp = lm(**responses, attention_mask=full_mask, position_ids=position_ids,
+                  past_key_values=cache, use_cache=True)
+        return out.last_hidden_state, resp.last_hidden_state
+
+    def _forward_shared(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self._trunk is not None and self.training:
+            return self._forward_trunk_cached(batch)
+        _, hidden = self._run_shared(self.lm, batch, self._prefix_embeds(batch), {"input_ids": batch["resp_ids"]})
+        return hidden  # (N, Tr, H)
+
+    # ------------------------------------------------------------------ frozen-trunk cache
+    def enable_trunk_cache(self) -> int:
+        """Start caching the frozen trunk (train.cache_trunk); returns the first trained layer.
+
+        Valid only when nothing below the first trained decoder layer has trainable parameters
+        and the LM has no dropout: then that layer's input is a fixed function of the pair.
+        """
+        if self.cfg.lora.enabled:
+            raise ConfigError("train.cache_trunk: LoRA trains every layer; use model.backbone.train_lm_layers instead")
+        if not self.shares_prefix():
+            raise ConfigError("train.cache_trunk needs model.backbone.share_prefix=true and no gradient checkpointing")
+        layers = list(self.lm.layers)
+        split = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), None)
+        if not split:
+            raise ConfigError("train.cache_trunk needs frozen lower LM layers: set model.backbone.train_lm_layers "
+                              f"to fewer than the LM's {len(layers)} layers")
+        below = [self.projector, self.lm.get_input_embeddings(), *layers[:split]]
+        if any(p.requires_grad for m in below for p in m.parameters()):
+            raise ConfigError("train.cache_trunk needs everything below the trained layers frozen: "
+                              "set model.backbone.train_projector=false")
+        if float(getattr(self.lm.config, "attention_dropout", 0.0) or 0.0) > 0:
+            raise ConfigError("train.cache_trunk: the LM uses attention dropout, so its trunk is not deterministic")
+        self._views = {"split": split, "bottom": _lm_view(self.lm, layers[:split], nn.Identity()),
+                       "top": _lm_view(self.lm, layers[split:], self.lm.norm)}
+        self._trunk = {}
+        return split
+
+    def disable_trunk_cache(self) -> int:
+        """Stop caching and free the cached states; returns how many groups were cached."""
+        n = len(self._trunk or {})
+        self._trunk, self._views = None, {}
+        return n
+
+    def _forward_trunk_cached(self, batch: dict[str, Any]) -> torch.Tensor:
+        store, keys = self._trunk, batch["group_keys"]
+        assert store is not None
+        prefix_mask, resp_mask, seq_group = batch["prefix_mask"], batch["resp_mask"], batch["seq_group"]
+        members = [torch.nonzero(seq_group == g).flatten().tolist() for g in range(len(keys))]
+        if all(k in store for k in keys):
+            ref = store[keys[0]][0]
+            prefix_h = ref.new_zeros(prefix_mask.shape + ref.shape[-1:])  # (G, Tp, H)
+            resp_h = ref.new_zeros(resp_mask.shape + ref.shape[-1:])  # (N, Tr, H)
+            for g, key in enumerate(keys):
+                p, rs = store[key]
+                prefix_h[g, : len(p)] = p
+                for n, r in zip(members[g], rs):
+                    resp_h[n, : len(r)] = r
+            prefix_h, resp_h = prefix_h.to(prefix_mask.device), resp_h.to(prefix_mask.device)
+        else:
+            with torch.no_grad():
+                prefix_h, resp_h = self._run_shared(self._views["bottom"], batch, self._prefix_embeds(batch),
+                                                    {"input_ids": batch["resp_ids"]})
+            p_len, r_len = prefix_mask.sum(1).tolist(), resp_mask.sum(1).tolist()
+            for g, key in enumerate(keys):
+                store[key] = (prefix_h[g, : p_len[g]].cpu().clone(),
+                              [resp_h[n, : r_len[n]].cpu().clone() for n in members[g]])
+        top = self._views["top"]
+        _, hidden = self._run_shared(top, batch, prefix_h, {"inputs_embeds": resp_h},
+                                     cache=_offset_cache(self._views["split"], top.config))
+        return hidden  # (N, Tr, H)

@@ -61,8 +61,11 @@ class RewardModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def trainable_backbone_state(self) -> dict[str, torch.Tensor]:
-        """The backbone tensors that training can change (requires_grad), by parameter name."""
-        return {n: p.detach() for n, p in self.backbone.named_parameters() if p.requires_grad}
+        """The backbone tensors that training changed (requires_grad, or made by an earlier stage
+        such as alignment: `Backbone.always_saved`), by parameter name."""
+        keep = self.backbone.always_saved
+        return {n: p.detach() for n, p in self.backbone.named_parameters()
+                if p.requires_grad or (keep and n.startswith(keep))}
 
     def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
         out = Path(out_dir)

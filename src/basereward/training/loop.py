@@ -205,6 +205,12 @@ def train(
                                      progress=progress and is_main)
         model.train()
 
+    trunk_split = None
+    if tc.cache_trunk:
+        enable = getattr(model.backbone, "enable_trunk_cache", None)
+        if enable is None:
+            raise ConfigError(f"train.cache_trunk: the {cfg.model.backbone.name} backbone has no trunk cache")
+        trunk_split = enable()
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: RewardModel = accelerator.unwrap_model(model)
     collate = raw_model.collate
@@ -304,10 +310,14 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if trunk_split is not None:
+            cached_groups = raw_model.backbone.disable_trunk_cache()
+            history["trunk_cache"] = {"first_trained_layer": trunk_split, "cached_groups": cached_groups}
 
     result: dict[str, Any] = {"steps": step, "train": last}
-    if "alignment" in history:
-        result["alignment"] = history["alignment"]
+    for key in ("alignment", "trunk_cache"):
+        if key in history:
+            result[key] = history[key]
     if val_pairs:
         result["validation"] = run_eval(step)
     model_dir = out_dir / "model"
