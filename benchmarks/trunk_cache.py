@@ -12,7 +12,7 @@ step, so every mode sees identical weights) and reports seconds per micro-batch:
 
 It also checks that cached rewards equal uncached ones (max |difference|).
 
-    python benchmarks/trunk_cache.py            # ~2 min on 2 CPU cores
+    python benchmarks/trunk_cache.py            # ~30 s on 2 CPU cores
     python benchmarks/trunk_cache.py --batches 2 --json out.json
 """
 
@@ -28,7 +28,7 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=int, default=4, help="micro-batches per mode")
+    ap.add_argument("--batches", type=int, default=8, help="micro-batches per mode")
     ap.add_argument("--micro", type=int, default=8, help="pairs per micro-batch")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
