@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""What the frozen-trunk cache (`train.cache_trunk`) buys on the embedded default, measured in one run.
+"""What the frozen-trunk cache (`model.backbone.mini_vl.cache_trunk`) buys on the embedded default, measured in one run.
 
 mini-vl as the demo trains it: 12 SmolLM2 layers, the top 4 trained, 4x4 image grid, 8 pairs per
 forward. Each mode runs the same micro-batches (forward + Bradley-Terry backward, no optimizer
 step, so every mode sees identical weights) and reports seconds per micro-batch:
 
-  projector trained      `train_projector: true`: gradients flow through all 12 layers to the projector
-  trunk frozen           `train_projector: false`: backward stops at the first trained layer
-  cache, first visit     `cache_trunk`: the frozen trunk runs without autograd and is stored
+  projector trained      `mini_vl.train_projector: true`: gradients flow through all 12 layers to the projector
+  trunk frozen           `mini_vl.train_projector: false`: backward stops at the first trained layer
+  cache, first visit     `mini_vl.cache_trunk`: the frozen trunk runs without autograd and is stored
   cache, later visits    only the 4 trained layers run (every epoch after the first)
 
 It also checks that cached rewards equal uncached ones (max |difference|).
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
 
-    from basereward.config import BackboneConfig, HeadConfig, ModelConfig
+    from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig
     from basereward.data.pairs import load_pairs
     from basereward.data.synthetic import generate
     from basereward.losses import reward_loss
@@ -46,8 +46,8 @@ def main() -> None:
 
     def build(train_projector: bool) -> RewardModel:
         torch.manual_seed(0)
-        bb = BackboneConfig(name="mini-vl", lm_layers=12, train_lm_layers=4, image_grid=4, max_length=128,
-                            train_projector=train_projector)
+        bb = BackboneConfig(name="mini-vl", train_lm_layers=4, max_length=128,
+                            mini_vl=MiniVLConfig(lm_layers=12, image_grid=4, train_projector=train_projector))
         return RewardModel(ModelConfig(backbone=bb, head=HeadConfig(zero_init_last=False))).train()
 
     def run(model: RewardModel) -> tuple[float, list[torch.Tensor]]:

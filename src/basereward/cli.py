@@ -38,42 +38,42 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pair_accuracy_table(pairs, scores) -> tuple[str, dict]:
-    by_cat: dict[str, list[int]] = {}
-    for p, (c, r) in zip(pairs, scores):
-        ok = int(c > r)
-        for key in ("overall", p.category or "(none)"):
-            by_cat.setdefault(key, []).append(ok)
-    rows = {k: (sum(v) / len(v), len(v)) for k, v in by_cat.items()}
-    width = max(len(k) for k in rows)
+def _accuracy_summary(pairs, scores) -> dict[str, dict]:
+    """{"overall": {accuracy, n}, category: {accuracy, n}, ...} (empty category: "(none)")."""
+    from .metrics import accuracy_by_key, pair_accuracy
+
+    chosen, rejected = [c for c, _ in scores], [r for _, r in scores]
+    overall = {"accuracy": pair_accuracy(chosen, rejected), "n": len(scores)}
+    return {"overall": overall, **accuracy_by_key(chosen, rejected, [p.category for p in pairs])}
+
+
+def _accuracy_table(summary: dict[str, dict]) -> str:
+    width = max(len(k) for k in summary)
     lines = [f"{'category':<{width}}  accuracy      n"]
-    for k in ["overall"] + sorted(k for k in rows if k != "overall"):
-        acc, n = rows[k]
-        lines.append(f"{k:<{width}}  {100 * acc:7.1f}%  {n:5d}")
-    return "\n".join(lines), {k: {"accuracy": a, "n": n} for k, (a, n) in rows.items()}
+    for k in ["overall"] + sorted(k for k in summary if k != "overall"):
+        lines.append(f"{k:<{width}}  {100 * summary[k]['accuracy']:7.1f}%  {summary[k]['n']:5d}")
+    return "\n".join(lines)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.pairs import load_pairs
+    from .io import write_json, write_jsonl
     from .scoring import load_scorer
 
     pairs = load_pairs(args.pairs, on_error=args.on_error)
     if args.shuffle_images:
-        from .data.synthetic import shuffle_images
+        from .eval.controls import shuffle_images
 
         pairs = shuffle_images(pairs, seed=args.seed)
     scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
     scores = scorer.score(pairs)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for p, (c, r) in zip(pairs, scores):
-            f.write(json.dumps({"id": p.id, "chosen_reward": c, "rejected_reward": r}) + "\n")
-    table, summary = _pair_accuracy_table(pairs, scores)
-    print(table)
+    write_jsonl(args.output, ({"id": p.id, "chosen_reward": c, "rejected_reward": r}
+                              for p, (c, r) in zip(pairs, scores)))
+    summary = _accuracy_summary(pairs, scores)
+    print(_accuracy_table(summary))
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {len(pairs)} scores to {out}")
+        write_json(args.summary, summary)
+    print(f"wrote {len(pairs)} scores to {args.output}")
     return 0
 
 
@@ -105,6 +105,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
         pairs = load_pairs(args.file, on_error=args.on_error)
         n_mm = sum(p.is_multimodal for p in pairs)
         print(f"{args.file}: {len(pairs)} valid pairs ({n_mm} multimodal, {len(pairs) - n_mm} text-only)")
+    elif args.data_cmd == "rank-pairs":
+        from .data.rankings import write_ranking_pairs
+
+        n_pairs, n_prompts = write_ranking_pairs(args.input, args.out, args.ultra_hard, args.on_error)
+        print(f"wrote {n_pairs} pairs from {n_prompts} prompts to {args.out}")
     return 0
 
 
@@ -178,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("check", help="validate a pair file and report every bad row")
     d.add_argument("file")
     d.add_argument("--on-error", choices=["fail", "skip"], default="skip")
+    d = dsub.add_parser("rank-pairs", help="turn scored responses per prompt (JSONL) into a pair file")
+    d.add_argument("--input", required=True, help="one {id, prompt, images, responses: [{text, score}]} per line")
+    d.add_argument("--out", required=True)
+    d.add_argument("--ultra-hard", action="store_true", help="only the widest-score-gap pair of each prompt")
+    d.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("ensemble", help="combine reward models (mean / accuracy / confidence) with modality routing")

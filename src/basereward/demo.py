@@ -11,13 +11,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import load_config
+from .data.schema import PreferencePair
 from .errors import BaseRewardError
+from .io import write_json
+from .metrics import accuracy_by_key, pair_accuracy
+from .scoring.interface import RewardSource, score_pairs
 
 SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint splits
 
@@ -29,11 +33,37 @@ def demo_config_path() -> Path:
     return p
 
 
+def evaluate_splits(source: RewardSource, heldout: Sequence[PreferencePair], hh_val: Sequence[PreferencePair],
+                    shuffle_seed: int = 0) -> dict[str, Any]:
+    """Held-out accuracies of any reward source: the visual split, the same pairs with images
+    shuffled between pairs (how much of the accuracy comes from the image) and HH-RLHF."""
+    from .eval.controls import shuffle_images
+
+    heldout_scores = score_pairs(source, heldout)
+    chosen, rejected = [c for c, _ in heldout_scores], [r for _, r in heldout_scores]
+
+    def accuracy(pairs: Sequence[PreferencePair]) -> float | None:
+        scores = score_pairs(source, pairs)
+        return pair_accuracy([c for c, _ in scores], [r for _, r in scores])
+
+    rows = {
+        "visual held-out (seed 2)": pair_accuracy(chosen, rejected),
+        "visual held-out, images shuffled": accuracy(shuffle_images(heldout, seed=shuffle_seed)),
+        "HH-RLHF harmless validation": accuracy(hh_val),
+    }
+    by_category = accuracy_by_key(chosen, rejected, [p.category for p in heldout])
+    return {
+        "accuracy": rows,
+        "image_effect_points": 100 * (rows["visual held-out (seed 2)"] - rows["visual held-out, images shuffled"]),
+        "per_category": {k: v["accuracy"] for k, v in by_category.items()},
+    }
+
+
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
              n_train: int = 0, n_heldout: int = 0) -> dict:
     from .data.pairs import load_pairs
     from .data.sources.hh_rlhf import write_hh_split
-    from .data.synthetic import generate, shuffle_images
+    from .data.synthetic import generate
     from .scoring import Scorer
     from .training.loop import train
 
@@ -44,7 +74,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     n_val = 32 if quick else 200
     n_heldout = n_heldout or (32 if quick else 400)
     print(f"[demo] 1/4 data -> {data_dir}", flush=True)
-    train_vis = generate(data_dir / "synth-train", n_pairs=n_train, seed=SYNTH_TRAIN)
+    generate(data_dir / "synth-train", n_pairs=n_train, seed=SYNTH_TRAIN)
     generate(data_dir / "synth-val", n_pairs=n_val, seed=SYNTH_VAL)
     heldout = generate(data_dir / "synth-heldout", n_pairs=n_heldout, seed=SYNTH_HELDOUT)
     hh_train_path, hh_val_path = write_hh_split(data_dir / "hh-rlhf", seed=0)
@@ -78,34 +108,21 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     if quick:
         hh_val = hh_val[:16]
 
-    def acc(pairs_, scores=None) -> float:
-        s = scores if scores is not None else scorer.score(pairs_)
-        return sum(c > r for c, r in s) / max(len(s), 1)
-
-    encode = getattr(scorer.model.backbone, "cache_image_features", None)
-    if encode is not None:
-        # The shuffled split reuses the held-out images: encode them once for both.
-        encode([img for p in heldout for img in p.images], progress=True, desc="held-out: encode images")
-    heldout_scores = scorer.score(heldout)
-    rows = {
-        "visual held-out (seed 2)": acc(heldout, heldout_scores),
-        "visual held-out, images shuffled": acc(shuffle_images(heldout, seed=0)),
-        "HH-RLHF harmless validation": acc(hh_val),
-    }
-    per_cat: dict[str, list] = {}
-    for p, (c, r) in zip(heldout, heldout_scores):
-        per_cat.setdefault(p.category, []).append(c > r)
+    # The shuffled split reuses the held-out images: encode them once for both (a no-op on a
+    # backbone without an image-feature cache).
+    scorer.model.backbone.cache_image_features([img for p in heldout for img in p.images], progress=True,
+                                               desc="held-out: encode images")
     results = {
-        "accuracy": rows,
-        "image_effect_points": 100 * (rows["visual held-out (seed 2)"] - rows["visual held-out, images shuffled"]),
-        "per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
+        **evaluate_splits(scorer, heldout, hh_val),
         "train": result,
         "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val)},
         "minutes": round((time.time() - t0) / 60, 2),
         "model_dir": str(model_dir),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    # default=str: the training result holds paths.
+    write_json(out / "results.json", results, default=str)
     print("[demo] 4/4 results")
+    rows = results["accuracy"]
     width = max(len(k) for k in rows)
     print(f"{'split':<{width}}  accuracy")
     for k, v in rows.items():

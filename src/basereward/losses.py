@@ -43,8 +43,3 @@ def reward_loss(
     if zero_coef:
         loss = loss + zero_coefficient(r_w, r_l, zero_coef)
     return loss
-
-
-def pair_accuracy(r_w: torch.Tensor, r_l: torch.Tensor) -> torch.Tensor:
-    """Fraction of pairs with r_w > r_l (ties count as wrong)."""
-    return (r_w > r_l).float().mean()

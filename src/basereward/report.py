@@ -11,23 +11,20 @@ What the report holds, per metrics file:
 * headline metrics (top-level numbers) and per-category accuracy bars: every nested dict of
   accuracies becomes a bar chart; a dict of dicts (RM-Bench `domains -> easy/normal/hard`)
   becomes grouped bars. Accuracies are floats in [0, 1]; integers are counts and are not plotted.
-* chosen vs rejected reward histograms and the paper's Table 13 statistics: mean and population
-  std of chosen and of rejected rewards, gap = mean chosen - mean rejected.
-* length-bias audit: length = number of whitespace-separated words (or characters with
-  `length_unit="chars"`), taken from `chosen` / `rejected` texts in the scores line or, joined on
-  `id`, from pair JSONL files. Pearson r between reward and length over all responses (chosen
-  and rejected pooled); accuracy (r_w > r_l strictly) on pairs whose chosen response is shorter
-  and on pairs whose chosen response is longer (equal lengths are counted, not scored).
-* calibration of p = sigmoid(r_first - r_second): each pair's order is randomised with a seeded
-  coin (so p < 0.5 occurs), y = 1 when the first-listed response is the chosen one. Ten
-  equal-width bins over [0, 1] (the last includes 1); ECE = sum_b (n_b / N) |mean y_b - mean p_b|.
+* chosen vs rejected reward histograms with the paper's Table 13 statistics
+  (`metrics.reward_stats`);
+* a length-bias audit (`metrics.length_bias`): length = number of whitespace-separated words (or
+  characters with `length_unit="chars"`), taken from `chosen` / `rejected` texts in the scores
+  line or, joined on `id`, from pair JSONL files;
+* calibration of sigmoid(r_first - r_second) with a seeded random pair order
+  (`metrics.calibration`) and its reliability diagram.
 
-`report.json` beside `report.md` holds every number shown, at full precision.
+The definitions of every number are in `basereward.metrics`; `report.json` beside `report.md`
+holds every number shown, at full precision.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Sequence
@@ -35,8 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError
+from .io import iter_jsonl, read_json, scores_path_for, write_json, write_text
+from .metrics import calibration, length_bias, reward_stats
 
-N_BINS = 10
 FIGURES = "figures"
 
 
@@ -45,30 +43,12 @@ FIGURES = "figures"
 # --------------------------------------------------------------------------------------------
 
 
-def scores_path_for(metrics_path: str) -> str:
-    """`M.json` -> `M.scores.jsonl` (the per-item file `basereward eval` writes beside it)."""
-    stem = metrics_path[: -len(".json")] if metrics_path.endswith(".json") else metrics_path
-    return stem + ".scores.jsonl"
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON ({e})") from None
+def read_metrics(path: str) -> dict[str, Any]:
+    """A metrics file: one JSON object (DataError `file: reason` otherwise)."""
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object of metrics")
     return data
-
-
-def read_scores(path: str) -> list[dict[str, Any]]:
-    """The lines of a `.scores.jsonl` file (bad lines raise DataError with `file:line`)."""
-    from pathlib import Path
-
-    from .eval.benchmarks import iter_records
-
-    return [row for _, row in iter_records(Path(path))]
 
 
 def _is_number(x: Any) -> bool:
@@ -140,95 +120,6 @@ def collect_pairs(
         "len_rejected": np.asarray(len_r, dtype=np.float64),
         "skipped_items": skipped,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics (pure)
-# --------------------------------------------------------------------------------------------
-
-
-def reward_stats(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, float]:
-    """Paper Table 13: mean and population std of chosen and of rejected rewards, and the gap."""
-    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
-    return {
-        "n_pairs": int(c.size),
-        "mean_chosen": float(c.mean()),
-        "std_chosen": float(c.std()),
-        "mean_rejected": float(r.mean()),
-        "std_rejected": float(r.std()),
-        "gap": float(c.mean() - r.mean()),
-        "accuracy": float(np.mean(c > r)),
-    }
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson correlation, or None when it is undefined (< 2 points or a constant variable)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.size < 2:
-        return None
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = np.sqrt((dx * dx).sum() * (dy * dy).sum())
-    return float((dx * dy).sum() / denom) if denom > 0 else None
-
-
-def _accuracy(mask: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
-    n = int(mask.sum())
-    return {"n": n, "accuracy": float(correct[mask].mean()) if n else None}
-
-
-def length_bias(chosen, rejected, len_chosen, len_rejected, unit: str = "words") -> dict[str, Any]:
-    """Reward-length correlation and accuracy split by whether the chosen response is shorter."""
-    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
-    lc, lr = np.asarray(len_chosen, dtype=np.float64), np.asarray(len_rejected, dtype=np.float64)
-    known = ~(np.isnan(lc) | np.isnan(lr))
-    c, r, lc, lr = c[known], r[known], lc[known], lr[known]
-    correct = c > r
-    return {
-        "unit": unit,
-        "n_pairs": int(c.size),
-        "pearson_reward_length": pearson(np.concatenate([c, r]), np.concatenate([lc, lr])),
-        "mean_length_chosen": float(lc.mean()) if c.size else None,
-        "mean_length_rejected": float(lr.mean()) if c.size else None,
-        "chosen_shorter": _accuracy(lc < lr, correct),
-        "chosen_longer": _accuracy(lc > lr, correct),
-        "equal_length": int((lc == lr).sum()),
-    }
-
-
-def randomized_order(n: int, seed: int = 0) -> np.ndarray:
-    """(n,) bools: True where a pair is shown rejected-first. Deterministic for a seed."""
-    return np.random.default_rng(seed).random(n) < 0.5
-
-
-def _sigmoid(d: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warning for large |d|.
-    return 0.5 * (1.0 + np.tanh(0.5 * d))
-
-
-def calibration_bins(p: Sequence[float], y: Sequence[float], n_bins: int = N_BINS) -> dict[str, Any]:
-    """Reliability bins and ECE of predicted probabilities `p` against 0/1 outcomes `y`."""
-    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    bins, ece = [], 0.0
-    for b in range(n_bins):
-        mask = idx == b
-        n = int(mask.sum())
-        conf = float(p[mask].mean()) if n else None
-        acc = float(y[mask].mean()) if n else None
-        if n:
-            ece += n / p.size * abs(acc - conf)
-        bins.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": n, "confidence": conf, "accuracy": acc})
-    return {"n": int(p.size), "ece": ece if p.size else None, "bins": bins}
-
-
-def calibration(chosen, rejected, seed: int = 0, n_bins: int = N_BINS) -> dict[str, Any]:
-    """Calibration of sigmoid(r_first - r_second) with each pair's order randomised (seeded)."""
-    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
-    swap = randomized_order(c.size, seed)
-    first, second = np.where(swap, r, c), np.where(swap, c, r)
-    result = calibration_bins(_sigmoid(first - second), (~swap).astype(np.float64), n_bins)
-    result["seed"] = seed
-    return result
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -386,7 +277,7 @@ def _slug(text: str) -> str:
 
 def _section(key: str, path: str, texts: dict, out_dir: str, unit: str, seed: int) -> tuple[list[str], dict]:
     """Markdown lines and JSON record for one metrics file; writes its figures."""
-    metrics = _read_json(path)
+    metrics = read_metrics(path)
     fig_dir = os.path.join(out_dir, FIGURES)
     record: dict[str, Any] = {"metrics_path": path, "headline": headline_metrics(metrics), "figures": {}}
     md = [f"## {key}", "", f"Metrics: `{path}`", ""]
@@ -414,7 +305,7 @@ def _section(key: str, path: str, texts: dict, out_dir: str, unit: str, seed: in
     if not os.path.isfile(scores_path):
         md += [f"No per-item scores (`{scores_path}` not found): no reward, length or calibration analysis.", ""]
         return md, record
-    pairs = collect_pairs(read_scores(scores_path), texts, unit)
+    pairs = collect_pairs([row for _, row in iter_jsonl(scores_path)], texts, unit)
     record["scores_path"] = scores_path
     record["skipped_items"] = pairs["skipped_items"]
     if pairs["chosen"].size == 0:
@@ -475,7 +366,7 @@ def build_report(
     sections: list[str] = []
     records: dict[str, Any] = {}
     for path in metrics_paths:
-        name = str(_read_json(path).get("benchmark") or os.path.basename(path))
+        name = str(read_metrics(path).get("benchmark") or os.path.basename(path))
         key = name if name not in records else f"{name} ({os.path.basename(path)})"
         md, records[key] = _section(key, path, texts, out_dir, length_unit, seed)
         sections += md
@@ -487,11 +378,9 @@ def build_report(
                                                 for k, r in records.items()])
     lines = [f"# {title}", "", "## Overview", "", overview, "", *sections]
     report_md = os.path.join(out_dir, "report.md")
-    with open(report_md, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
     summary = {"title": title, "length_unit": length_unit, "seed": seed,
                "pairs_paths": list(pairs_paths or []), "benchmarks": records}
-    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    # report.json first: a NaN in it fails before report.md claims the report was written.
+    write_json(os.path.join(out_dir, "report.json"), summary)
+    write_text(report_md, "\n".join(lines).rstrip() + "\n")
     return report_md

@@ -4,7 +4,6 @@ file, ensembles (one member == the member; mean of two), modality routing, and t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +14,10 @@ from basereward.cli import main
 from basereward.config import load_config
 from basereward.data.pairs import load_pairs, save_pairs
 from basereward.data.schema import PreferencePair
+from basereward.eval import format_table
+from basereward.eval.benchmarks import rm_bench
 from basereward.models.reward_model import RewardModel
 from basereward.scoring import load_scorer
-
-RM_BENCH = Path(__file__).resolve().parents[3] / "shared" / "data" / "rm-bench"
 
 
 def _model(tmp, backbone_dir, name, arch, seed):
@@ -53,19 +52,30 @@ def ws(tmp_path_factory):
     return tmp, models
 
 
-@pytest.mark.skipif(not RM_BENCH.is_dir(), reason="../shared/data/rm-bench not present")
-def test_eval_rm_bench_end_to_end(ws, capsys):
+def test_eval_rm_bench_end_to_end(ws, capsys, shared_data_path):
     tmp, models = ws
+    data = shared_data_path("rm-bench")
     out = tmp / "eval" / "rm-bench.json"
-    assert main(["eval", "--model", str(models["text_a"]), "--bench", "rm-bench", "--data", str(RM_BENCH),
+    assert main(["eval", "--model", str(models["text_a"]), "--bench", "rm-bench", "--data", str(data),
                  "--output", str(out), "--limit", "12"]) == 0
     metrics = json.loads(out.read_text())
+    assert metrics["benchmark"] == "rm_bench" and metrics["num_items"] == 12
     assert set(metrics["domains"]) <= {"chat", "code", "safety"} and metrics["domains"]
     for key in ("easy", "normal", "hard", "total"):
         assert 0.0 <= metrics[key] <= 1.0
-    lines = out.with_name("rm-bench.scores.jsonl").read_text().splitlines()
-    assert len(lines) == 12 and len(json.loads(lines[0])["scores"]) == 6
-    assert "total" in capsys.readouterr().out or True
+    # The per-item file holds the model's own scores of the first 12 items, and the saved metrics
+    # are exactly what the benchmark's definition gives on them.
+    items = rm_bench.load(str(data))[:12]
+    lines = [json.loads(x) for x in out.with_name("rm-bench.scores.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == [i.id for i in items]
+    scores = [x["scores"] for x in lines]
+    direct = load_scorer(models["text_a"]).score_groups([i.group for i in items])
+    for got, want in zip(scores, direct):
+        assert got == pytest.approx(want, abs=1e-5)
+    recomputed = rm_bench.metrics(items, scores)
+    assert {k: v for k, v in metrics.items() if k not in ("benchmark", "num_items", "definition")} == recomputed
+    # What the CLI prints is the table of the saved metrics.
+    assert capsys.readouterr().out == format_table(metrics) + f"\nwrote {out}\n"
 
 
 def test_one_member_ensemble_scores_like_member_and_mean_of_two(ws):
@@ -114,3 +124,31 @@ def test_eval_pairs_then_report(ws):
     md = (tmp / "report" / "report.md").read_text()
     pngs = [line.split("(")[-1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
     assert pngs and all((tmp / "report" / p).is_file() for p in pngs)
+    # The report reads the eval's per-item scores: its statistics agree with the eval's metrics.
+    metrics = json.loads(out.read_text())
+    rec = json.loads((tmp / "report" / "report.json").read_text())["benchmarks"]["pairs"]
+    assert rec["headline"]["accuracy"] == metrics["accuracy"]
+    assert rec["reward_stats"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert rec["reward_stats"]["gap"] == pytest.approx(metrics["mean_margin"])
+    assert rec["reward_stats"]["n_pairs"] == metrics["num_pairs"] == 3
+    assert rec["length_bias"]["n_pairs"] == 3  # texts joined on id from the pair file
+
+
+def test_score_writes_rewards_and_the_accuracy_table(ws, capsys):
+    tmp, models = ws
+    out, summary = tmp / "score" / "text.jsonl", tmp / "score" / "summary.json"
+    assert main(["score", "--model", str(models["text_a"]), "--pairs", str(tmp / "text_pairs.jsonl"),
+                 "--output", str(out), "--summary", str(summary)]) == 0
+    pairs = load_pairs(tmp / "text_pairs.jsonl")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == [p.id for p in pairs]
+    for line, (c, r) in zip(lines, load_scorer(models["text_a"]).score(pairs)):
+        assert (line["chosen_reward"], line["rejected_reward"]) == pytest.approx((c, r), abs=1e-6)
+    # The text pairs are q0, q2, q4, all of category "y": the summary counts them from the rewards.
+    right = sum(x["chosen_reward"] > x["rejected_reward"] for x in lines)
+    want = {"accuracy": right / 3, "n": 3}
+    assert json.loads(summary.read_text()) == {"overall": want, "y": want}
+    printed = capsys.readouterr().out.splitlines()
+    pct = f"{100 * right / 3:7.1f}%"
+    assert printed[:3] == ["category  accuracy      n", f"overall  {pct}      3", f"y        {pct}      3"]
+    assert printed[-1] == f"wrote 3 scores to {out}"

@@ -1,19 +1,21 @@
 """mini-vl (the embedded default) on its real pretrained weights, shortened to 2 LM layers.
 
 The pair's image is encoded once and shared; with `share_prefix` the prompt is also run once per
-group. Both must give the rewards of running every (prompt, image, response) on its own.
+group. Both must give the rewards of running every (prompt, image, response) on its own. The
+optional stages (alignment, trunk cache) are in test_mini_vl_stages.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from helpers.tiny_models import solid_image
 
-from basereward.config import BackboneConfig, HeadConfig, ModelConfig
+from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig
 from basereward.data.schema import Group
 from basereward.models.reward_model import RewardModel
 
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", lm_layers=2, image_grid=2, max_length=96),
+    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", max_length=96, mini_vl=MiniVLConfig(lm_layers=2, image_grid=2)),
                       head=HeadConfig(zero_init_last=False))
     return RewardModel(cfg).eval()
 
@@ -38,7 +40,8 @@ def groups():
 
 
 def _set_share(model, flag):
-    model.backbone.cfg = dataclasses.replace(model.backbone.cfg, share_prefix=flag)
+    cfg = model.backbone.cfg
+    model.backbone.cfg = dataclasses.replace(cfg, mini_vl=dataclasses.replace(cfg.mini_vl, share_prefix=flag))
 
 
 def _rewards(model, gs):
@@ -122,230 +125,6 @@ def test_mean_pooling_reads_the_response_tokens(model):
     torch.testing.assert_close(got[False], expected, atol=1e-5, rtol=0)
 
 
-
-# ---------------------------------------------------------------------------- word projector
-
-
-@pytest.fixture(scope="module")
-def grounded_dir(tmp_path_factory):
-    from basereward.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("grounded")
-    generate(str(out), n_pairs=40, seed=3, categories=["hallucination/color"], progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def grounded(grounded_dir):
-    from basereward.data.regions import load_regions
-
-    return load_regions(grounded_dir / "regions.jsonl")
-
-
-def _words_model(words, seed=0):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", lm_layers=2, image_grid=2, max_length=96,
-                                              projector="words", word_slots=3, image_words=words))
-    return RewardModel(cfg).eval()
-
-
-def test_word_projector_tokens_are_mixtures_of_vocabulary_embeddings(grounded):
-    from basereward.data.regions import region_words
-
-    model = _words_model(region_words(grounded))
-    bb = model.backbone
-    assert bb.tokens_per_image == 2 * 2 * 3
-    pixels = torch.stack([torch.zeros(3, 224, 224), torch.ones(3, 224, 224)])
-    with torch.no_grad():
-        feats = bb.vision(pixels)
-        tokens, logits = bb._soft_words(bb.projector(feats))
-    table = bb.lm.get_input_embeddings().weight[bb.word_ids]
-    expected = torch.softmax(logits, -1) @ table
-    torch.testing.assert_close(tokens, expected)
-    assert tokens.shape == (2, 12, bb.hidden_size)
-    # Every vocabulary word (and "background" / ",") is one or more rows of the LM's own table.
-    vocab = set(bb.tokenizer.convert_ids_to_tokens(bb.word_ids.tolist()))
-    assert {"Ġred", "Ġbackground", ","} <= vocab
-
-
-def test_alignment_teaches_cells_their_region_words(grounded):
-    from basereward.data.regions import region_words
-
-    model = _words_model(region_words(grounded))
-    bb = model.backbone
-    before = bb.align(grounded, epochs=1, lr=1e-3, seed=0, progress=False)
-    after = bb.align(grounded, epochs=40, lr=3e-3, seed=0, progress=False)
-    assert after["align_loss"] < 0.5 * before["align_loss"]
-    assert after["align_slot_accuracy"] > 0.9
-    # The colour of a single-object image is read back from the cell that holds the shape.
-    item = grounded[0]
-    target = bb._cell_targets(item, 2, 3, {int(t): i for i, t in enumerate(bb.word_ids.tolist())},
-                              0)
-    from basereward.data.pairs import open_image
-    from basereward.models.mini_vl import preprocess_image
-
-    with torch.no_grad():
-        _, logits = bb._soft_words(bb.projector(bb.vision(preprocess_image(open_image(item.image), 224)[None])))
-    predicted = logits.argmax(-1).reshape(4, 3)
-    colour_word = item.regions[0].text.split()[0]
-    colour_pos = int(torch.nonzero(bb.word_ids == bb._word_token_ids([colour_word])[0]))
-    assert (target[:, 0] == colour_pos).any()
-    assert (predicted[:, 0] == colour_pos).any()
-
-
-def test_word_projector_vocabulary_travels_with_the_saved_model(grounded, tmp_path):
-    from basereward.data.regions import region_words
-
-    model = _words_model(region_words(grounded))
-    model.backbone.align(grounded[:8], epochs=2, lr=1e-3, seed=0, progress=False)
-    model.save_pretrained(tmp_path / "m")
-    loaded = RewardModel.from_pretrained(tmp_path / "m").eval()
-    assert loaded.backbone.cfg.image_words == region_words(grounded)
-    gs = groups()[:2]
-    torch.testing.assert_close(_rewards(loaded, gs), _rewards(model, gs), atol=1e-6, rtol=0)
-
-
-def test_word_projector_without_vocabulary_is_a_config_error():
-    from basereward.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="data.alignment"):
-        _words_model(())
-
-
-def test_training_runs_the_alignment_stage_and_saves_its_vocabulary(grounded, grounded_dir, tmp_path):
-    import yaml
-
-    from basereward.config import load_config
-    from basereward.data.pairs import load_pairs
-    from basereward.data.regions import region_words
-    from basereward.errors import ConfigError
-    from basereward.training.loop import train
-
-    folder = grounded_dir
-    pairs = load_pairs(folder / "pairs.jsonl")[:8]
-    common = [f"data.alignment={folder / 'regions.jsonl'}", "model.backbone.lm_layers=2",
-              "model.backbone.image_grid=2", "model.backbone.max_length=96", "train.max_steps=1",
-              "train.global_batch_size=4", "train.micro_batch_size=4", "train.align_epochs=2",
-              f"train.output_dir={tmp_path / 'run'}"]
-    cfg = load_config(None, common + ["model.backbone.projector=words"])
-    result = train(cfg, pairs, progress=False)
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert tuple(saved["model"]["backbone"]["image_words"]) == region_words(grounded)
-    loaded = RewardModel.from_pretrained(result["model_dir"])
-    assert loaded.backbone.cfg.image_words == region_words(grounded)
-    # The free-vector projector has no alignment stage: one clear error, before any training.
-    with pytest.raises(ConfigError, match="projector=words"):
-        train(load_config(None, common + [f"train.output_dir={tmp_path / 'run2'}"]), pairs, progress=False)
-
-
-def test_features_cached_by_alignment_give_the_rewards_of_the_pixels(grounded):
-    from basereward.data.regions import region_words
-
-    model = _words_model(region_words(grounded))
-    model.backbone.align(grounded[:6], epochs=1, lr=1e-3, seed=0, progress=False)
-    assert len(model.backbone.feature_cache) == 6
-    gs = [Group("What colour is the shape?", ("It is red.", "It is blue, I think."), (it.image,)) for it in grounded[:3]]
-    batch = model.collate(gs)
-    assert "image_features" in batch and "pixel_values" not in batch  # the encoder is not run again
-    cached = _rewards(model, gs)
-    model.backbone.feature_cache.clear()
-    assert "pixel_values" in model.collate(gs)
-    torch.testing.assert_close(cached, _rewards(model, gs), atol=1e-5, rtol=0)
-
-
-# ---------------------------------------------------------------------------- frozen-trunk cache
-
-
-def _trunk_model(**backbone):
-    torch.manual_seed(0)
-    opts = {"lm_layers": 3, "train_lm_layers": 1, "image_grid": 2, "max_length": 96, "train_projector": False}
-    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", **{**opts, **backbone}),
-                      head=HeadConfig(zero_init_last=False))
-    return RewardModel(cfg).train()
-
-
-def _rewards_and_grads(model, gs):
-    model.zero_grad()
-    r = model(model.collate(gs))
-    (r[0] - r[1] + 0.5 * r[3] - r[4] + 0.25 * r[5]).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    return r.detach(), grads
-
-
-def test_trunk_cache_gives_the_rewards_and_gradients_of_the_full_model():
-    model = _trunk_model()
-    assert not any(p.requires_grad for p in model.backbone.projector.parameters())
-    gs = groups()
-    ref_r, ref_g = _rewards_and_grads(model, gs)
-    assert set(ref_g) >= {"backbone.lm.layers.2.mlp.up_proj.weight", "head.net.0.weight"}
-    assert not any(".layers.0." in n or ".layers.1." in n for n in ref_g)
-    assert model.backbone.enable_trunk_cache() == 2  # layer 2 is the first trained one
-    try:
-        for visit in ("computes the trunk", "reads the cache"):
-            r, g = _rewards_and_grads(model, gs)
-            torch.testing.assert_close(r, ref_r, atol=1e-5, rtol=0, msg=visit)
-            for n in ref_g:
-                torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=f"{visit}: {n}")
-        # A new batch mixing cached and new groups, in another order, is still exact.
-        mixed = [gs[2], Group("Which one is larger?", ("The left one.", "The right one."), (solid_image(40, 40, 5),)), gs[0]]
-        got = model(model.collate(mixed)).detach()
-        model.backbone.disable_trunk_cache()
-        torch.testing.assert_close(got, model(model.collate(mixed)).detach(), atol=1e-5, rtol=0)
-    finally:
-        model.backbone.disable_trunk_cache()
-
-
-def test_trunk_cache_refuses_a_trunk_that_trains():
-    from basereward.errors import ConfigError
-
-    model = _trunk_model(train_projector=True)
-    with pytest.raises(ConfigError, match="train_projector=false"):
-        model.backbone.enable_trunk_cache()
-    model = _trunk_model(train_lm_layers=-1)
-    with pytest.raises(ConfigError, match="train_lm_layers"):
-        model.backbone.enable_trunk_cache()
-
-
-def test_frozen_projector_is_aligned_and_saved(grounded, tmp_path):
-    from basereward.data.regions import region_words
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", lm_layers=2, image_grid=2, max_length=96,
-                                              projector="words", image_words=region_words(grounded),
-                                              train_projector=False))
-    model = RewardModel(cfg).eval()
-    before = model.backbone.projector[1].weight.clone()
-    model.backbone.align(grounded[:8], epochs=2, lr=1e-3, seed=0, progress=False)
-    assert not torch.equal(before, model.backbone.projector[1].weight)  # alignment trained it
-    assert not any(p.requires_grad for p in model.backbone.projector.parameters())  # and froze it again
-    model.save_pretrained(tmp_path / "m")
-    loaded = RewardModel.from_pretrained(tmp_path / "m").eval()
-    gs = groups()[:2]
-    torch.testing.assert_close(_rewards(loaded, gs), _rewards(model, gs), atol=1e-6, rtol=0)
-
-
-def test_training_with_the_trunk_cache_ends_with_the_same_model(grounded_dir, tmp_path):
-    from basereward.config import load_config
-    from basereward.data.pairs import load_pairs
-    from basereward.training.loop import train
-
-    pairs = load_pairs(grounded_dir / "pairs.jsonl")[:8]
-    common = [f"data.alignment={grounded_dir / 'regions.jsonl'}", "model.backbone.lm_layers=2",
-              "model.backbone.train_lm_layers=1", "model.backbone.projector=words",
-              "model.backbone.train_projector=false", "model.backbone.image_grid=2",
-              "model.backbone.max_length=96", "model.head.zero_init_last=false", "train.epochs=3",
-              "train.global_batch_size=4", "train.micro_batch_size=2", "train.align_epochs=1", "train.lr=1e-3"]
-    results = {}
-    for flag in ("false", "true"):
-        cfg = load_config(None, common + [f"train.cache_trunk={flag}", f"train.output_dir={tmp_path / flag}"])
-        results[flag] = train(cfg, pairs, progress=False)
-    assert results["true"]["trunk_cache"] == {"first_trained_layer": 1, "cached_groups": 8}
-    assert results["true"]["train"]["loss"] == pytest.approx(results["false"]["train"]["loss"], abs=1e-5)
-    models = [RewardModel.from_pretrained(results[f]["model_dir"]) for f in ("false", "true")]
-    gs = [p.to_group() for p in pairs]
-    torch.testing.assert_close(_rewards(models[1], gs), _rewards(models[0], gs), atol=1e-4, rtol=0)
-
-
 def test_tap_max_pool_adds_the_cell_maxima_of_the_early_stages():
     from basereward.models.mini_vl import ImageEncoder
 
@@ -362,17 +141,59 @@ def test_tap_max_pool_adds_the_cell_maxima_of_the_early_stages():
     assert (fb[..., 1472:] >= fb[..., 1360:1472] - 1e-6).all()
 
 
-def test_cached_image_features_are_encoded_once(grounded):
-    from basereward.data.regions import region_words
+def test_capabilities_are_declared_on_the_class():
+    from basereward.models.backbone import Capabilities, available_backbones
+    from basereward.models.mini_vl import MiniVL
 
-    model = _words_model(region_words(grounded))
+    assert MiniVL.capabilities == Capabilities(alignment=True, trunk_cache=True, prefix_sharing=True,
+                                               image_feature_cache=True)
+    assert available_backbones("alignment") == available_backbones("trunk_cache") == ["mini-vl"]
+
+
+def test_collator_is_a_small_picklable_object_with_the_same_batches(model, tmp_path):
+    import pickle
+
+    from basereward.models.mini_vl.collator import MiniVLCollator
+
+    collator = model.collator
+    assert isinstance(collator, MiniVLCollator) and collator is model.backbone.collator
+    blob = pickle.dumps(collator)
+    assert len(blob) < 20_000_000  # tokenizer + settings, not the 100M-parameter model
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"im{i}.png"))
+        solid_image(60, 40, 10 + i).save(paths[-1])
+    gs = groups() + [Group("Which picture?", ("left", "right"), (paths[0],)), Group("And this?", ("yes",), (paths[1],))]
+
+    def same(a, b):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k], k
+
+    same(pickle.loads(blob)(gs), model.collate(gs))
+    # The encoder-feature cache travels with the collator: cached files skip the encoder.
+    model.backbone.cache_image_features(paths, progress=False)
+    try:
+        cached = pickle.loads(pickle.dumps(collator))(gs[3:])
+        assert "image_features" in cached and "pixel_values" not in cached
+        same(cached, model.collate(gs[3:]))
+    finally:
+        model.backbone.feature_cache.clear()
+
+
+def test_cached_image_features_are_encoded_once(model, tmp_path):
     calls = []
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"im{i}.png"))
+        solid_image(50, 50, 20 + i).save(paths[-1])
     handle = model.backbone.vision.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     try:
-        paths = [it.image for it in grounded[:3]]
-        first = model.backbone.cache_image_features(paths + paths[:1], progress=False)
-        again = model.backbone.cache_image_features(paths[::-1], progress=False)
+        model.backbone.cache_image_features(paths + paths[:1], progress=False)
+        model.backbone.cache_image_features(paths[::-1], progress=False)
+        cache = dict(model.backbone.feature_cache)
     finally:
         handle.remove()
+        model.backbone.feature_cache.clear()
     assert calls == [3]  # three distinct files, one encoder call; the second request hits the cache
-    assert first.shape[0] == 4 and torch.equal(first[0], first[3]) and torch.equal(again[0], first[2])
+    assert len(cache) == 3 and cache[str(Path(paths[0]).resolve())].shape == (4, model.backbone.vision.out_channels)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `helpe
 
 from helpers.tiny_models import last_token_grads, solid_image, tiny_qwen2vl_dir, tiny_qwen25vl_dir  # noqa: E402
 
-from basereward.config import BackboneConfig, LoraConfig  # noqa: E402
+from basereward.config import BackboneConfig, LoraConfig, MiniVLConfig, QwenVLConfig  # noqa: E402
 from basereward.data.schema import Group  # noqa: E402
 from basereward.errors import ConfigError  # noqa: E402
 from basereward.models.backbone import build_backbone, conversation_text, last_token_index  # noqa: E402
@@ -40,7 +40,8 @@ def dirs(tmp_path_factory):
 def make(dirs, arch="qwen2.5-vl", key=None, **kw):
     kw.setdefault("dtype", "float32")
     kw.setdefault("attn_implementation", "eager")
-    return build_backbone(BackboneConfig(name=arch, path=str(dirs[key or arch]), **kw))
+    section = QwenVLConfig(**{k: kw.pop(k) for k in ("min_pixels", "max_pixels", "freeze_vision") if k in kw})
+    return build_backbone(BackboneConfig(name=arch, path=str(dirs[key or arch]), qwen_vl=section, **kw))
 
 
 def mixed_groups():
@@ -102,6 +103,23 @@ def test_load_errors(dirs):
         build_backbone(BackboneConfig(name="qwen2-vl", path=str(dirs["qwen2.5-vl"])))
     with pytest.raises(ConfigError, match="bfloat17"):
         build_backbone(BackboneConfig(name="qwen2.5-vl", path=str(dirs["qwen2.5-vl"]), dtype="bfloat17"))
+
+
+def test_keys_and_stages_it_does_not_have_are_config_errors(dirs):
+    # mini-vl's section, even set in code (not through load_config): named key and backbone.
+    with pytest.raises(ConfigError, match=r"mini_vl\.share_prefix: backbone 'qwen2\.5-vl' does not use it"):
+        build_backbone(BackboneConfig(name="qwen2.5-vl", path=str(dirs["qwen2.5-vl"]),
+                                      mini_vl=MiniVLConfig(share_prefix=False)))
+    bb = make(dirs)
+    caps = type(bb).capabilities
+    assert not (caps.alignment or caps.trunk_cache or caps.prefix_sharing or caps.image_feature_cache)
+    with pytest.raises(ConfigError, match=r"data\.alignment: backbone 'qwen2\.5-vl' has no alignment stage.*mini-vl"):
+        bb.align([], seed=0)
+    with pytest.raises(ConfigError, match=r"cache_trunk: backbone 'qwen2\.5-vl' has no frozen-trunk cache"):
+        bb.enable_trunk_cache()
+    assert bb.missing_alignment() == "" and not bb.uses_trunk_cache() and not bb.shares_prefix()
+    assert bb.cache_image_features(["unused.png"], progress=False) is None  # an optional speed-up: a no-op here
+    assert bb.metadata() == {}
 
 
 def test_dtype_is_honoured(dirs):
@@ -353,7 +371,6 @@ def test_lora_on_the_language_model_only(dirs):
     assert trainable and all("lora_" in n and n.startswith("model.language_model.") for n in trainable)
     # 2 layers x (q, v) x (A, B)
     assert len(trainable) == 8
-    assert bb.language_model() is bb.model.language_model
     # peft starts B at zero, so the first gradient reaches exactly the B matrices (dL/dA = 0).
     assert _grad_names(bb) == {n for n in trainable if "lora_B" in n}
     with pytest.raises(ConfigError, match="train_lm_layers"):

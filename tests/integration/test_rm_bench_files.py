@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from basereward.eval import run_benchmark
 from basereward.eval.benchmarks import rm_bench
-
-DATA = Path(__file__).parents[3] / "shared/data/rm-bench"
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"RM-Bench files not found at {DATA}")
 
 
 class FuncScorer:
@@ -24,8 +19,13 @@ class FuncScorer:
 
 
 @pytest.fixture(scope="module")
-def items():
-    return rm_bench.load(str(DATA))
+def data(shared_data_path):
+    return shared_data_path("rm-bench")
+
+
+@pytest.fixture(scope="module")
+def items(data):
+    return rm_bench.load(str(data))
 
 
 def test_counts_and_layout(items):
@@ -55,9 +55,9 @@ def test_constant_scorer_scores_zero_because_ties_are_wrong(items):
     assert (m["easy"], m["normal"], m["hard"], m["total"]) == (0.0, 0.0, 0.0, 0.0)
 
 
-def test_length_scorer_through_the_runner(tmp_path, items):
+def test_length_scorer_through_the_runner(tmp_path, data, items):
     # reward = -len(response): deterministic, and the invariants of the definition must hold.
-    m = run_benchmark(FuncScorer(lambda i, r: -len(r)), "rm-bench", str(DATA), str(tmp_path / "rm.json"))
+    m = run_benchmark(FuncScorer(lambda i, r: -len(r)), "rm-bench", str(data), str(tmp_path / "rm.json"))
     assert m["num_items"] == 798
     for d in m["domains"].values():
         assert 0.0 <= d["easy"] <= 1.0 and 0.0 <= d["hard"] <= 1.0

@@ -52,7 +52,7 @@ def _cfg(ws, arch, out, *extra):
     return load_config(None, [
         f"model.backbone.name={arch}", f"model.backbone.path={ws['dirs'][arch]}",
         "model.backbone.dtype=float32", "model.backbone.attn_implementation=eager",
-        "model.backbone.freeze_vision=false",
+        "model.backbone.qwen_vl.freeze_vision=false",
         f"train.output_dir={out}", "train.lr=1e-3", "train.warmup_ratio=0", "train.seed=7",
         *extra,
     ])
@@ -104,8 +104,10 @@ def test_batch_times_accumulation_equivalence(workspace, tmp_path):
     pairs = load_pairs(workspace["pairs"])
     results = []
     for micro in (4, 1):
+        # The second run also collates in a DataLoader worker process (the collator, not the model).
         cfg = _cfg(workspace, "qwen2.5-vl", tmp_path / f"m{micro}", "train.global_batch_size=4",
-                   f"train.micro_batch_size={micro}", "train.max_steps=2", "train.max_grad_norm=0")
+                   f"train.micro_batch_size={micro}", "train.max_steps=2", "train.max_grad_norm=0",
+                   f"train.num_workers={int(micro == 1)}")
         torch.manual_seed(0)
         model = RewardModel(cfg.model)
         train(cfg, pairs, model=model, progress=False)
@@ -147,3 +149,21 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path):
     # The step metrics after resuming continue where the interrupted run stopped.
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_worker_dataset_pickles_the_collator_not_the_model(workspace, tmp_path):
+    import pickle
+
+    from basereward.training.plan import MicroBatches, StepPlan
+
+    model = RewardModel(_cfg(workspace, "qwen2.5-vl", tmp_path).model)
+    pairs = load_pairs(workspace["pairs"])
+    data = MicroBatches(StepPlan(len(pairs), 4, 2, 1, seed=3), pairs, model.collator, rank=0, start_step=0, end_step=2)
+    blob = pickle.dumps(data)
+    copy = pickle.loads(blob)
+    assert not any(isinstance(v, torch.nn.Module) for v in vars(copy.collator).values())
+    assert len(blob) < sum(p.numel() * p.element_size() for p in model.parameters())  # no weights inside
+    assert len(copy) == 4
+    for k in range(len(copy)):
+        a, b = copy[k], data[k]
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), k

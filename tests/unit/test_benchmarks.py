@@ -24,6 +24,7 @@ from basereward.eval.benchmarks import multimodal_rewardbench as mmrb
 from basereward.eval.benchmarks import pairs as pairs_bench
 from basereward.eval.benchmarks import vl_rewardbench as vlrb
 from basereward.eval.runner import _score_line
+from basereward.scoring import ScoreShapeError
 
 
 def pair(item_id: str, preferred: int = 0, **meta) -> BenchItem:
@@ -777,3 +778,18 @@ def test_format_table():
     assert any(line.split() == ["easy", "hard"] for line in lines)
     assert any(line.split() == ["chat", "25.0", "100.0"] for line in lines)
     assert lines[-1] == "note: math absent"
+
+
+def test_run_benchmark_checks_the_scores_and_refuses_nan(tmp_path):
+    data = _pair_jsonl(tmp_path / "val.jsonl")
+
+    class OneScoreShort:
+        def score_groups(self, groups):
+            return [[1.0] for _ in groups]
+
+    with pytest.raises(ScoreShapeError, match="returned 1 scores for group 0, which has 2 responses"):
+        run_benchmark(OneScoreShort(), "pairs", str(data), str(tmp_path / "o.json"))
+    # A NaN reward is one clear error, and no metrics or scores file is left behind.
+    with pytest.raises(DataError, match=r"o\.json: cannot write NaN"):
+        run_benchmark(FuncScorer(lambda r: float("nan")), "pairs", str(data), str(tmp_path / "o.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val.jsonl"]

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from basereward.data.curation import (
+    Ranking,
     balance_length,
     bias_by_length,
     length_bias,
@@ -42,55 +43,38 @@ def _pairs(prefix: str, n: int, multimodal: bool) -> list[PreferencePair]:
 
 
 def test_ranking_to_pairs_all_differently_scored_pairs_better_first():
-    pairs = ranking_to_pairs("q", ["a", "b", "c"], [1, 3, 1], images=["/i.png"], source="s")
+    r = Ranking("q0", "q", ("a", "b", "c"), (1, 3, 1), images=("/i.png",), source="s", category="k")
+    pairs = ranking_to_pairs(r)
     # (0,1): b beats a; (0,2): equal scores, no pair; (1,2): b beats c.
     assert [(p.id, p.chosen, p.rejected) for p in pairs] == [
-        ("rank-0-1", "b", "a"),
-        ("rank-1-2", "b", "c"),
+        ("q0-0-1", "b", "a"),
+        ("q0-1-2", "b", "c"),
     ]
-    assert pairs[0].images == ("/i.png",) and pairs[0].source == "s"
-    with pytest.raises(ValueError):
-        ranking_to_pairs("q", ["a", "b"], [1.0])
+    assert all(p.images == ("/i.png",) and p.source == "s" and p.category == "k" for p in pairs)
+    # Four responses, all scores distinct: 4 * 3 / 2 = 6 pairs, the higher score always chosen.
+    r4 = Ranking("u", "q", ("w", "x", "y", "z"), (0.5, 2, -1, 1))
+    assert [(p.id, p.chosen, p.rejected) for p in ranking_to_pairs(r4)] == [
+        ("u-0-1", "x", "w"), ("u-0-2", "w", "y"), ("u-0-3", "z", "w"),
+        ("u-1-2", "x", "y"), ("u-1-3", "x", "z"), ("u-2-3", "z", "y"),
+    ]
+    # Identical texts say nothing either, whatever their scores.
+    assert ranking_to_pairs(Ranking("d", "q", ("same", "same"), (1, 2))) == []
+    with pytest.raises(ValueError, match="2 responses but 1 scores"):
+        Ranking("bad", "q", ("a", "b"), (1.0,))
 
 
 def test_ultra_hard_keeps_widest_gap_per_prompt():
-    rows = [
-        {
-            "prompt": "p0",
-            "completions": [
-                {"response": "r0", "score": 3},
-                {"response": "r1", "score": 5},
-                {"response": "r2", "score": 1},
-                {"response": "r3", "score": 5},
-            ],
-        },
-        {
-            "prompt": "p1",
-            "completions": [{"response": "x", "score": 2}, {"response": "y", "score": 2}],
-        },
-        {"prompt": "p2", "completions": [{"response": "only", "score": 9}]},
-        {
-            "prompt": "p3",
-            "id": "custom",
-            "images": ["/a.png"],
-            "category": "ocr",
-            "completions": [{"response": "lo", "score": 0.5}, {"response": "hi", "score": 0.75}],
-        },
-    ]
-    pairs = ultra_hard(rows)
-    # p0: max 5 first at r1, min 1 at r2; p1 has no gap; p2 has one completion.
-    assert [(p.id, p.prompt, p.chosen, p.rejected) for p in pairs] == [
-        ("ultra-0", "p0", "r1", "r2"),
-        ("custom", "p3", "hi", "lo"),
-    ]
-    assert pairs[1].images == ("/a.png",) and pairs[1].category == "ocr"
-    assert pairs[0].source == "ultrafeedback"
-    with pytest.raises(DataError, match="row 0"):
-        ultra_hard([{"prompt": "p", "completions": [{"response": "a"}]}])
-    with pytest.raises(DataError, match="row 1: each completion"):
-        ultra_hard(rows[:1] + [{"prompt": "p", "completions": [{"response": "a", "score": "NaN"}]}])
-    with pytest.raises(DataError, match="'images' must be a list"):
-        ultra_hard([{"prompt": "p", "completions": [], "images": "a.png"}])
+    # Max 5 first at r1, min 1 at r2: gap 4 for (1,2) and (2,3); the first in (i, j) order wins.
+    r = Ranking("p0", "q", ("r0", "r1", "r2", "r3"), (3, 5, 1, 5), images=("/a.png",), category="ocr")
+    pair = ultra_hard(r)
+    assert (pair.id, pair.chosen, pair.rejected) == ("p0-1-2", "r1", "r2")
+    assert pair.images == ("/a.png",) and pair.category == "ocr"
+    assert pair in ranking_to_pairs(r)
+    # Worst response listed first: the pair keeps the (i, j) id of its positions.
+    pair = ultra_hard(Ranking("p1", "q", ("lo", "mid", "hi"), (0.25, 0.5, 0.75)))
+    assert (pair.id, pair.chosen, pair.rejected) == ("p1-0-2", "hi", "lo")
+    assert ultra_hard(Ranking("tie", "q", ("x", "y"), (2, 2))) is None
+    assert ultra_hard(Ranking("one", "q", ("only",), (9,))) is None
 
 
 # ---- mix ------------------------------------------------------------------------------------

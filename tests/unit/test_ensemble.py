@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from basereward.ensemble import (
     sample_validation,
 )
 from basereward.errors import BaseRewardError
+from basereward.scoring import ScoreShapeError, ScoringMixin
 
 
 class TableScorer:
@@ -267,3 +270,29 @@ def test_sample_validation_balances_sources_deterministically():
     few = sample_validation(_pairs({"b": 5, "a": 5, "c": 5}), n=4, seed=0)
     assert sorted(p.source for p in few) == ["a", "a", "b", "c"]
     assert len(sample_validation(pairs, n=10_000)) == len(pairs)
+
+
+def test_a_member_with_misshapen_scores_is_named():
+    class Short(TableScorer):
+        def score_groups(self, groups):
+            return [row[:-1] for row in super().score_groups(groups)]
+
+    ens = Ensemble([TableScorer(A), Short(A)], names=["good", "short"])
+    with pytest.raises(ScoreShapeError, match=r"ensemble member 'short' returned 2 scores for group 0, which has 3"):
+        ens.score_groups(GROUPS)
+    assert ens.score_responses("p", [], []) == []
+
+
+def test_ensembles_and_the_scoring_interface_do_not_import_torch():
+    # Ensembles, reports and evaluation must run where no model framework is installed.
+    code = (
+        "import sys; import basereward.ensemble, basereward.scoring, basereward.eval, basereward.report, "
+        "basereward.io, basereward.metrics; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    import basereward.scoring as scoring
+
+    assert issubclass(scoring.Scorer, ScoringMixin)  # the torch names load on first use
+    with pytest.raises(AttributeError):
+        scoring.NoSuchName  # noqa: B018

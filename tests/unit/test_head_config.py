@@ -4,7 +4,22 @@ import pytest
 import torch
 from torch import nn
 
-from basereward.config import Config, load_config, save_config, to_dict
+import re
+
+import yaml
+
+from basereward.config import (
+    MOVED,
+    Config,
+    MiniVLConfig,
+    ModelConfig,
+    QwenVLConfig,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+    upgrade_saved_model,
+)
 from basereward.errors import ConfigError
 from basereward.models.head import RewardHead
 
@@ -41,11 +56,15 @@ def test_paper_preset_loads(tmp_path):
     root = Path(__file__).resolve().parents[2] / "configs"
     cfg = load_config(root / "basereward-qwen2.5-vl-7b.yaml")
     assert cfg.model.backbone.name == "qwen2.5-vl"
+    assert cfg.model.backbone.qwen_vl.max_pixels == 1003520 and cfg.model.backbone.qwen_vl.freeze_vision
     assert cfg.model.head.num_layers == 2 and cfg.model.head.activation == "silu"
     assert cfg.train.lr == 3e-6 and cfg.train.global_batch_size == 128
     assert cfg.loss.zero_coef == 0 and cfg.loss.length_norm is False
     demo = load_config(root / "demo.yaml")
     assert demo.model.backbone.name == "mini-vl"
+    mv = demo.model.backbone.mini_vl
+    assert (mv.projector, mv.image_grid, mv.lm_layers, mv.cache_trunk, mv.align_epochs) == ("words", 4, 12, True, 40)
+    assert demo.model.backbone.train_lm_layers == 4
 
 
 def test_overrides_types_and_unknown_keys(tmp_path):
@@ -85,3 +104,93 @@ def test_grad_accum_derivation():
     assert cfg.train.grad_accum_steps(1) == 32 and cfg.train.grad_accum_steps(8) == 4
     with pytest.raises(ConfigError):
         cfg.train.grad_accum_steps(3)
+
+
+# ----------------------------------------------------------------------------- per-backbone sections
+
+
+@pytest.mark.parametrize("old,new", sorted(MOVED.items()))
+def test_every_moved_key_names_its_new_place(old, new, tmp_path):
+    value = {"projector": "mlp"}.get(old.rsplit(".", 1)[1], 1)
+    with pytest.raises(ConfigError, match=f"{re.escape(old)} has moved to {re.escape(new)}"):
+        load_config(None, [f"{old}={value}"])
+    # The same in a YAML file.
+    *sections, key = old.split(".")
+    data: dict = {key: value}
+    for part in reversed(sections):
+        data = {part: data}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=f"old.yaml: {re.escape(old)} has moved to {re.escape(new)}"):
+        load_config(path)
+
+
+def test_image_words_is_no_longer_a_setting():
+    with pytest.raises(ConfigError, match="image_words was removed.*data.alignment"):
+        load_config(None, ["model.backbone.image_words=[red,star]"])
+
+
+def test_a_section_of_another_backbone_is_an_error_naming_key_and_backbone():
+    with pytest.raises(ConfigError, match=r"mini_vl\.projector: backbone 'qwen2\.5-vl' does not use it"):
+        load_config(None, ["model.backbone.name=qwen2.5-vl", "model.backbone.mini_vl.projector=words"])
+    with pytest.raises(ConfigError, match=r"qwen_vl\.freeze_vision: backbone 'mini-vl' does not use it"):
+        load_config(None, ["model.backbone.qwen_vl.freeze_vision=false"])
+    with pytest.raises(ConfigError, match=r"qwen_vl\.max_pixels: backbone 'causal-lm'"):
+        load_config(None, ["model.backbone.name=causal-lm", "model.backbone.qwen_vl.max_pixels=1000"])
+    # Defaults are fine anywhere, and a section's own backbone takes any valid value.
+    cfg = load_config(None, ["model.backbone.name=qwen2-vl", "model.backbone.qwen_vl.max_pixels=50000",
+                             "model.backbone.mini_vl.projector=mlp"])
+    assert cfg.model.backbone.qwen_vl.max_pixels == 50000
+
+
+def test_keys_the_chosen_settings_do_not_read_are_errors():
+    with pytest.raises(ConfigError, match="word_slots: only the `words` projector"):
+        load_config(None, ["model.backbone.mini_vl.word_slots=2"])
+    assert load_config(None, ["model.backbone.mini_vl.projector=words",
+                              "model.backbone.mini_vl.word_slots=2"]).model.backbone.mini_vl.word_slots == 2
+    with pytest.raises(ConfigError, match="image_tap_max_pool: needs image_multiscale"):
+        load_config(None, ["model.backbone.mini_vl.image_multiscale=false", "model.backbone.mini_vl.image_tap_max_pool=true"])
+    with pytest.raises(ConfigError, match="min_pixels"):
+        load_config(None, ["model.backbone.name=qwen2.5-vl", "model.backbone.qwen_vl.min_pixels=9000",
+                           "model.backbone.qwen_vl.max_pixels=5000"])
+
+
+# The `model` section of a model_config.json written before the per-backbone sections.
+OLD_MINI_VL = {
+    "backbone": {
+        "name": "mini-vl", "path": "", "dtype": "auto", "attn_implementation": "sdpa", "freeze_vision": False,
+        "freeze_lm": False, "train_lm_layers": 4, "lora": {"enabled": False}, "gradient_checkpointing": False,
+        "max_length": 128, "min_pixels": 3136, "max_pixels": 5000, "image_size": 224, "image_grid": 4,
+        "image_multiscale": True, "image_tap_max_pool": True, "projector": "words", "train_projector": False,
+        "word_slots": 3, "image_words": ["blue", "red", "star"], "lm_layers": 12, "system_prompt": "",
+        "share_prefix": True,
+    },
+    "head": {"pooling": "last", "num_layers": 2, "activation": "silu", "hidden_size": 0, "zero_init_last": False},
+}
+
+
+def test_old_saved_model_configs_are_migrated():
+    model, meta = upgrade_saved_model(OLD_MINI_VL)
+    assert meta == {"image_words": ["blue", "red", "star"]}
+    cfg = from_dict(ModelConfig, model)
+    bb = cfg.backbone
+    assert (bb.train_lm_layers, bb.max_length) == (4, 128)
+    assert bb.mini_vl == MiniVLConfig(image_grid=4, image_tap_max_pool=True, projector="words",
+                                      train_projector=False, word_slots=3, lm_layers=12)
+    # Keys the saved backbone ignored (Qwen-VL's, changed or not) are dropped, not errors.
+    assert bb.qwen_vl == QwenVLConfig()
+    assert OLD_MINI_VL["backbone"]["image_words"] == ["blue", "red", "star"]  # the input is not modified
+    old_qwen = {"backbone": {**OLD_MINI_VL["backbone"], "name": "qwen2.5-vl", "projector": "mlp", "image_words": [],
+                             "word_slots": 3, "image_tap_max_pool": False, "image_grid": 3, "lm_layers": 0}}
+    model, meta = upgrade_saved_model(old_qwen)
+    qwen = from_dict(ModelConfig, model).backbone
+    assert meta == {} and qwen.qwen_vl == QwenVLConfig(max_pixels=5000, freeze_vision=False)
+    assert qwen.mini_vl == MiniVLConfig()
+    # A free-vector projector ignored word_slots / image_words, and tap max-pooling needs multiscale.
+    old_mlp = {"backbone": {"name": "mini-vl", "projector": "mlp", "word_slots": 5, "image_words": ["red"],
+                            "image_multiscale": False, "image_tap_max_pool": True}}
+    model, meta = upgrade_saved_model(old_mlp)
+    assert meta == {} and from_dict(ModelConfig, model).backbone.mini_vl == MiniVLConfig(image_multiscale=False)
+    # The current layout passes through unchanged.
+    current = to_dict(cfg)
+    assert upgrade_saved_model(current) == (current, {})

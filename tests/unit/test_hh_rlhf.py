@@ -10,6 +10,7 @@ import pytest
 
 from basereward.data.pairs import load_pairs
 from basereward.data.sources.hh_rlhf import (
+    HH_FILE,
     default_hh_path,
     hh_rlhf_split,
     load_hh_rlhf,
@@ -110,12 +111,16 @@ def test_bad_raw_file_reports_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shared_split():
-    try:
-        default_hh_path()
-    except DataError as exc:
-        pytest.skip(str(exc))
-    return hh_rlhf_split(log=_quiet)
+def hh_file(shared_data_path):
+    path = shared_data_path(f"hh-rlhf/{HH_FILE}")
+    # The loader's own search (used by the demo) must find a file where the tests find one.
+    assert default_hh_path().is_file()
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared_split(hh_file):
+    return hh_rlhf_split(hh_file, log=_quiet)
 
 
 def test_shared_split_is_fixed(shared_split):
@@ -139,8 +144,8 @@ def test_shared_split_content(shared_split):
         assert p.chosen != p.rejected
 
 
-def test_shared_last_turns_match_raw_rows(shared_split):
-    with gzip.open(default_hh_path(), "rt", encoding="utf-8") as fh:
+def test_shared_last_turns_match_raw_rows(shared_split, hh_file):
+    with gzip.open(hh_file, "rt", encoding="utf-8") as fh:
         raw = [json.loads(line) for line in fh]
     for p in shared_split[1][:50]:
         row = raw[int(p.id.rsplit("-", 1)[1])]
@@ -148,8 +153,8 @@ def test_shared_last_turns_match_raw_rows(shared_split):
         assert row["chosen"].lstrip("\n").startswith(p.prompt)
 
 
-def test_write_hh_split_round_trips(shared_split, tmp_path):
-    train_path, val_path = write_hh_split(tmp_path, val_fraction=0.2, seed=0, log=_quiet)
+def test_write_hh_split_round_trips(shared_split, hh_file, tmp_path):
+    train_path, val_path = write_hh_split(tmp_path, hh_file, val_fraction=0.2, seed=0, log=_quiet)
     assert (train_path.name, val_path.name) == ("hh_train.jsonl", "hh_val.jsonl")
     assert load_pairs(train_path) == shared_split[0]
     assert load_pairs(val_path) == shared_split[1]

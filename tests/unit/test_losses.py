@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from basereward.losses import bradley_terry, length_normalize, pair_accuracy, reward_loss, zero_coefficient
+from basereward.losses import bradley_terry, length_normalize, reward_loss, zero_coefficient
 
 
 def test_equal_rewards_give_ln2():
@@ -54,7 +54,3 @@ def test_reward_loss_combines_terms():
 def test_length_norm_requires_lengths():
     with pytest.raises(ValueError):
         reward_loss(torch.zeros(1), torch.zeros(1), length_norm=True)
-
-
-def test_pair_accuracy_counts_ties_as_wrong():
-    assert pair_accuracy(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 3.0])).item() == pytest.approx(1 / 3)

@@ -34,6 +34,7 @@ def test_round_trip_keeps_boxes_texts_and_relative_paths(tmp_path):
     "row, reason",
     [
         ("{not json", "malformed JSON"),
+        ("[1, 2]", "not a JSON object (got list)"),
         ({"regions": []}, "missing field 'image'"),
         ({"image": "img.png", "regions": [{"box": [0.5, 0, 0.4, 1], "text": "a"}]}, "regions[0].box"),
         ({"image": "img.png", "regions": [{"box": [0, 0, 1], "text": "a"}]}, "four numbers"),
@@ -48,6 +49,16 @@ def test_bad_rows_report_file_and_line(tmp_path, row, reason):
         load_regions(path)
     assert str(err.value).startswith(f"{path}:2: ")
     assert reason in str(err.value)
+
+
+def test_empty_file_and_bad_bytes(tmp_path):
+    path = tmp_path / "regions.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(DataError, match=rf"^{path}: file is empty \(no grounded images\)$"):
+        load_regions(path)
+    path.write_bytes(b'{"image": "\xff"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:1: not valid UTF-8"):
+        load_regions(path)
 
 
 def test_generator_writes_one_grounded_image_per_pair(tmp_path):

@@ -1,4 +1,6 @@
-"""The report backend: numbers against hand-computed values, figures that are real PNGs."""
+"""The report backend: numbers against hand-computed values, figures that are real PNGs.
+
+The statistics themselves are tested in test_metrics.py; here they must reach report.json."""
 
 from __future__ import annotations
 
@@ -10,17 +12,8 @@ import statistics
 import pytest
 from PIL import Image
 
-from basereward.report import (
-    build_report,
-    calibration,
-    calibration_bins,
-    category_bar_sets,
-    length_bias,
-    metrics_table,
-    pair_from_line,
-    pearson,
-    reward_stats,
-)
+from basereward.errors import DataError
+from basereward.report import build_report, category_bar_sets, metrics_table, pair_from_line
 
 # Four pairs with texts (lengths in words) and rewards:
 #   a: chosen 2 words, r_w=2 | rejected 4 words, r_l=0   -> chosen shorter, correct
@@ -73,45 +66,6 @@ def inputs(tmp_path):
         "domains_present": ["chat", "code"], "note": "math domain absent",
     }))
     return tmp_path, [str(m1), str(m2), str(m3)], [pairs_file]
-
-
-def test_reward_stats_match_table_13_by_hand():
-    s = reward_stats(CHOSEN_R, REJECTED_R)
-    # chosen 2 1 3 0: mean 1.5, squared deviations sum 5; rejected 0 3 1 -2: mean 0.5, sum 13.
-    assert s["mean_chosen"] == 1.5 and s["mean_rejected"] == 0.5 and s["gap"] == 1.0
-    assert s["std_chosen"] == pytest.approx(math.sqrt(5 / 4))
-    assert s["std_rejected"] == pytest.approx(math.sqrt(13 / 4))
-    assert s["accuracy"] == 0.75
-
-
-def test_length_bias_by_hand():
-    b = length_bias(CHOSEN_R, REJECTED_R, LEN_C, LEN_R)
-    assert b["chosen_shorter"] == {"n": 1, "accuracy": 1.0}
-    assert b["chosen_longer"] == {"n": 2, "accuracy": 0.5}
-    assert b["equal_length"] == 1 and b["n_pairs"] == 4
-    assert b["pearson_reward_length"] == pytest.approx(statistics.correlation(CHOSEN_R + REJECTED_R, LEN_C + LEN_R))
-    # rewards (1, 2, 3) against lengths (1, 2, 4):
-    # dx = (-1, 0, 1), dy = (-4/3, -1/3, 5/3): sum dx*dy = 3, sum dx^2 = 2, sum dy^2 = 14/3.
-    assert pearson([1, 2, 3], [1, 2, 4]) == pytest.approx(3 / math.sqrt(2 * 14 / 3))
-    assert pearson([1, 1], [2, 3]) is None and pearson([1], [1]) is None
-
-
-def test_calibration_bins_and_ece_by_hand():
-    c = calibration_bins([0.05, 0.15, 0.15, 0.95, 0.55, 1.0], [0, 1, 0, 1, 1, 1])
-    by_bin = {round(b["lo"] * 10): b for b in c["bins"] if b["n"]}
-    assert sorted(by_bin) == [0, 1, 5, 9]
-    assert by_bin[1]["accuracy"] == 0.5 and by_bin[1]["confidence"] == pytest.approx(0.15)
-    assert by_bin[9]["n"] == 2  # p = 1.0 falls in the last bin
-    # |0 - .05| + 2|.5 - .15| + |1 - .55| + 2|1 - .975| over 6 pairs.
-    assert c["ece"] == pytest.approx((0.05 + 0.7 + 0.45 + 0.05) / 6)
-
-
-def test_calibration_randomises_order_deterministically():
-    chosen, rejected = [float(k % 7) for k in range(200)], [float(k % 5) for k in range(200)]
-    a, b = calibration(chosen, rejected, seed=3), calibration(chosen, rejected, seed=3)
-    assert a == b
-    low = sum(x["n"] for x in a["bins"][:5])
-    assert 0 < low < 200  # both p < 0.5 and p >= 0.5 occur
 
 
 def test_pair_from_line_forms():
@@ -187,3 +141,18 @@ def test_build_report_chars_unit(inputs):
     # chars: a 7 vs 7 (equal), b 5 vs 1 (longer, wrong), c 9 vs 3 (longer, right), d 1 vs 1 (equal).
     assert bias["unit"] == "chars" and bias["equal_length"] == 2
     assert bias["chosen_longer"] == {"n": 2, "accuracy": 0.5} and bias["chosen_shorter"]["n"] == 0
+
+
+def test_bad_inputs_are_one_line_data_errors(inputs, tmp_path):
+    _, metrics, _ = inputs
+    not_a_dict = tmp_path / "list.json"
+    not_a_dict.write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"list\.json: expected a JSON object of metrics"):
+        build_report([str(not_a_dict)], str(tmp_path / "r3"))
+    with pytest.raises(DataError, match=r"missing\.json: file not found"):
+        build_report([str(tmp_path / "missing.json")], str(tmp_path / "r3"))
+    # A bad scores line is reported with its file and line.
+    (tmp_path / "pairs_eval.scores.jsonl").write_text('{"id": "a", "scores": [1, 0]}\n{oops\n')
+    with pytest.raises(DataError, match=r"pairs_eval\.scores\.jsonl:2: malformed JSON"):
+        build_report(metrics[:1], str(tmp_path / "r4"))
+    assert not (tmp_path / "r4" / "report.md").exists()

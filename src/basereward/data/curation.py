@@ -1,15 +1,16 @@
-"""Curation: scored completions -> pairs, modality mixing and length-bias control.
+"""Curation: scored responses -> pairs, modality mixing and length-bias control.
 
-Pure functions on lists of `PreferencePair` (no tensors, no I/O). Every random choice comes from
-`numpy.random.default_rng(seed)`, so the same inputs and seed give the same output anywhere.
+Pure functions on `Ranking`s and lists of `PreferencePair` (no tensors, no I/O; `data/rankings.py`
+reads rankings files). Every random choice comes from `numpy.random.default_rng(seed)`, so the
+same inputs and seed give the same output anywhere.
 Functions that drop pairs keep the survivors in their input order; only `mix` shuffles.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,94 +25,68 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def ranking_to_pairs(
-    prompt: str,
-    responses: Sequence[str],
-    scores: Sequence[float],
-    images: Sequence[str] = (),
-    id_prefix: str = "rank",
-    source: str = "",
-    category: str = "",
-) -> list[PreferencePair]:
+@dataclass(frozen=True)
+class Ranking:
+    """One prompt with scored responses (higher is better); `images` holds absolute paths."""
+
+    id: str
+    prompt: str
+    responses: tuple[str, ...]
+    scores: tuple[float, ...]
+    images: tuple[str, ...] = ()
+    source: str = ""
+    category: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.responses) != len(self.scores):
+            raise ValueError(f"{len(self.responses)} responses but {len(self.scores)} scores")
+
+
+def _ordered_pairs(r: Ranking) -> list[tuple[int, int, int, int]]:
+    """(i, j, better, worse) for every i < j whose scores differ (and whose texts differ).
+
+    Equal scores say nothing about preference, so those pairs are left out (as are identical
+    response texts).
+    """
+    out = []
+    for i in range(len(r.responses)):
+        for j in range(i + 1, len(r.responses)):
+            if r.scores[i] == r.scores[j] or r.responses[i] == r.responses[j]:
+                continue
+            better, worse = (i, j) if r.scores[i] > r.scores[j] else (j, i)
+            out.append((i, j, better, worse))
+    return out
+
+
+def ranking_to_pairs(r: Ranking) -> list[PreferencePair]:
     """Every pair i < j of differently scored responses, the higher-scored one as chosen.
 
-    Ids are `{id_prefix}-{i}-{j}` with i < j the response positions. Equal scores say nothing
-    about preference, so those pairs are left out (as are identical response texts).
+    Ids are `{r.id}-{i}-{j}` with i < j the response positions.
     """
-    if len(responses) != len(scores):
-        raise ValueError(f"{len(responses)} responses but {len(scores)} scores")
-    pairs = []
-    for i in range(len(responses)):
-        for j in range(i + 1, len(responses)):
-            if scores[i] == scores[j] or responses[i] == responses[j]:
-                continue
-            better, worse = (i, j) if scores[i] > scores[j] else (j, i)
-            pairs.append(
-                PreferencePair(
-                    id=f"{id_prefix}-{i}-{j}",
-                    prompt=prompt,
-                    chosen=responses[better],
-                    rejected=responses[worse],
-                    images=tuple(images),
-                    source=source,
-                    category=category,
-                )
-            )
-    return pairs
-
-
-def ultra_hard(
-    rows: Iterable[Mapping[str, Any]], source: str = "ultrafeedback", category: str = ""
-) -> list[PreferencePair]:
-    """The widest-gap pair per prompt from UltraFeedback-style scored completions.
-
-    Row format: `{"prompt": str, "completions": [{"response": str, "score": float}, ...],
-    "images"?: [path, ...], "id"?: str, "category"?: str}`. Chosen is the highest-scored
-    completion, rejected the lowest (the first one listed wins a tie); prompts whose scores are
-    all equal give no pair. Ids default to `ultra-{row index}`.
-    """
-    pairs = []
-    for index, row in enumerate(rows):
-        completions = row.get("completions")
-        if not isinstance(row.get("prompt"), str) or not isinstance(completions, list):
-            raise DataError(
-                f"ultra_hard row {index}: needs a string 'prompt' and a 'completions' list"
-            )
-        for c in completions:
-            if not (
-                isinstance(c, Mapping)
-                and isinstance(c.get("response"), str)
-                and isinstance(c.get("score"), (int, float))
-                and not isinstance(c.get("score"), bool)
-                and math.isfinite(c["score"])
-            ):
-                raise DataError(
-                    f"ultra_hard row {index}: each completion needs a string 'response' "
-                    "and a finite numeric 'score'"
-                )
-        images = row.get("images", [])
-        if not isinstance(images, (list, tuple)) or not all(isinstance(i, str) for i in images):
-            raise DataError(f"ultra_hard row {index}: 'images' must be a list of path strings")
-        if len(completions) < 2:
-            continue
-        scores = [float(c["score"]) for c in completions]
-        best = scores.index(max(scores))
-        worst = scores.index(min(scores))
-        chosen, rejected = completions[best]["response"], completions[worst]["response"]
-        if scores[best] == scores[worst] or chosen == rejected:
-            continue
-        pairs.append(
-            PreferencePair(
-                id=str(row.get("id", f"ultra-{index}")),
-                prompt=row["prompt"],
-                chosen=chosen,
-                rejected=rejected,
-                images=tuple(images),
-                source=source,
-                category=str(row.get("category", category)),
-            )
+    return [
+        PreferencePair(
+            id=f"{r.id}-{i}-{j}",
+            prompt=r.prompt,
+            chosen=r.responses[better],
+            rejected=r.responses[worse],
+            images=r.images,
+            source=r.source,
+            category=r.category,
         )
-    return pairs
+        for i, j, better, worse in _ordered_pairs(r)
+    ]
+
+
+def ultra_hard(r: Ranking) -> PreferencePair | None:
+    """The one pair with the widest score gap (BaseReward's UltraFeedback "Ultra-Hard" selection).
+
+    Of the pairs `ranking_to_pairs` gives, the first with the largest score gap (same id): the
+    best response against the worst. None when there is no pair (fewer than two responses, or
+    all scores equal).
+    """
+    pairs = ranking_to_pairs(r)
+    gaps = [r.scores[better] - r.scores[worse] for _, _, better, worse in _ordered_pairs(r)]
+    return pairs[gaps.index(max(gaps))] if pairs else None
 
 
 def _stratified_sample(

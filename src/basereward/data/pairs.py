@@ -13,10 +13,7 @@ Every problem is reported as `file:line: reason`, the file as the user named it.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,8 +21,10 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from basereward.data.rows import collect_rows, log_stderr
 from basereward.data.schema import PreferencePair
 from basereward.errors import DataError
+from basereward.io import parse_record, write_jsonl
 
 # Images above this many pixels are refused before any pixel is decoded. 32 Mpx (~5800 x 5800)
 # is well above what VLM processors feed a model (Qwen2.5-VL caps at ~12.8 Mpx by default) while
@@ -35,10 +34,6 @@ MAX_IMAGE_PIXELS = 64 * 1024 * 1024 // 2
 
 _REQUIRED_TEXT = ("prompt", "chosen", "rejected")
 _OPTIONAL_TEXT = ("source", "category")
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 class _ImageProblem(Exception):
@@ -110,43 +105,11 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     return _to_rgb(im)
 
 
-def _read_lines(path: Path, shown: str) -> list[bytes]:
-    """The raw lines of a (possibly gzipped) file; DataError if it cannot be read."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                data = fh.read()
-        else:
-            data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{shown}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{shown}: is a directory, expected a JSONL file") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{shown}: cannot read file ({exc})") from None
-    return data.splitlines()
-
-
-def json_object(text: str) -> dict[str, Any]:
-    """One JSONL line -> its object; ValueError(reason) for malformed JSON or a non-object."""
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"not a JSON object (got {type(row).__name__})")
-    return row
-
-
 def _parse_row(
     raw: bytes, base_dir: str, seen_ids: dict[str, int], lineno: int
 ) -> tuple[PreferencePair, list[tuple[str, str]]]:
     """One line -> (pair, [(relative image path, absolute path)]); raises ValueError(reason)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    row = json_object(text)
+    row = parse_record(raw)
 
     for key in ("id", *_REQUIRED_TEXT, "images"):
         if key not in row:
@@ -192,85 +155,48 @@ def load_pairs(
     path: str | os.PathLike[str],
     on_error: str = "fail",
     check_images: bool = True,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> list[PreferencePair]:
     """Read a pair JSONL file (optionally .gz), validating every row.
 
     on_error="fail": raise one DataError naming the first bad row and how many more there are
     (the full list is on the exception's `errors` attribute). on_error="skip": `log` each bad
-    row, return the good ones and log "skipped N of M rows". check_images=False skips every
-    image-file check (existence and decoding); paths are still resolved.
+    row, return the good ones and log "skipped N of M rows" (the policy of `data.rows`).
+    check_images=False skips every image-file check (existence and decoding); paths are still
+    resolved.
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
-    shown = os.fspath(path)
-    file_path = Path(shown)
-    lines = _read_lines(file_path, shown)
-    base_dir = str(file_path.resolve().parent)
-
-    pairs: list[PreferencePair] = []
-    errors: list[str] = []
+    base_dir = str(Path(os.fspath(path)).resolve().parent)
     seen_ids: dict[str, int] = {}
     # Many pairs share one image (e.g. several prompts per picture): decode each file once.
     image_cache: dict[str, _ImageProblem | None] = {}
-    n_rows = 0
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        n_rows += 1
-        try:
-            pair, resolved = _parse_row(raw, base_dir, seen_ids, lineno)
-            if check_images:
-                for rel, abs_path in resolved:
-                    if abs_path not in image_cache:
-                        try:
-                            _decode(abs_path)
-                            image_cache[abs_path] = None
-                        except _ImageProblem as problem:
-                            image_cache[abs_path] = problem
-                    problem = image_cache[abs_path]
-                    if problem is not None:
-                        detail = f" ({problem.detail})" if problem.detail else ""
-                        raise ValueError(f"{problem.kind}: {rel}{detail}")
-        except ValueError as exc:
-            errors.append(f"{shown}:{lineno}: {exc}")
-            continue
-        pairs.append(pair)
 
-    if n_rows == 0:
-        raise DataError(f"{shown}: file is empty (no pairs)")
-    if errors and on_error == "fail":
-        more = len(errors) - 1
-        suffix = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
-        err = DataError(errors[0] + suffix)
-        err.errors = errors  # type: ignore[attr-defined]
-        raise err
-    if errors:
-        for line in errors:
-            log(line)
-        log(f"{shown}: skipped {len(errors)} of {n_rows} rows")
-        if not pairs:
-            raise DataError(f"{shown}: no valid pairs (all {n_rows} rows are bad)")
-    return pairs
+    def parse(lineno: int, raw: bytes) -> PreferencePair:
+        pair, resolved = _parse_row(raw, base_dir, seen_ids, lineno)
+        for rel, abs_path in resolved if check_images else ():
+            if abs_path not in image_cache:
+                try:
+                    _decode(abs_path)
+                    image_cache[abs_path] = None
+                except _ImageProblem as problem:
+                    image_cache[abs_path] = problem
+            problem = image_cache[abs_path]
+            if problem is not None:
+                detail = f" ({problem.detail})" if problem.detail else ""
+                raise ValueError(f"{problem.kind}: {rel}{detail}")
+        return pair
+
+    return collect_rows(path, parse, on_error=on_error, log=log, what="pairs")
 
 
 def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike[str]) -> None:
-    """Write pairs as JSONL with image paths relative to the file's directory.
-
-    Written to a temporary file and renamed, so an interrupted write never leaves half a file.
-    """
-    out = Path(os.fspath(path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    base_dir = str(out.resolve().parent)
+    """Write pairs as JSONL with image paths relative to the file's directory (atomically)."""
+    base_dir = str(Path(os.fspath(path)).resolve().parent)
     seen: set[str] = set()
-    lines: list[str] = []
+    records: list[dict[str, Any]] = []
     for pair in pairs:
         if pair.id in seen:
             # load_pairs would refuse the file; fail while the caller still knows why.
             raise DataError(f"{os.fspath(path)}: duplicate id '{pair.id}' among the pairs to save")
         seen.add(pair.id)
-        record: dict[str, Any] = pair.to_json(relative_to=base_dir)
-        lines.append(json.dumps(record, ensure_ascii=False))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, out)
+        records.append(pair.to_json(relative_to=base_dir))
+    write_jsonl(path, records)

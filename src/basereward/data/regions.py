@@ -13,13 +13,13 @@ Every problem is reported as `file:line: reason`; the image itself is checked wh
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from basereward.data.pairs import json_object
 from basereward.errors import DataError
+from basereward.io import iter_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class GroundedImage:
     regions: tuple[Region, ...]
 
 
-def _parse(raw: str, base: str) -> GroundedImage:
-    row = json_object(raw)
+def _parse(row: dict[str, Any], base: str) -> GroundedImage:
     for key in ("image", "regions"):
         if key not in row:
             raise ValueError(f"missing field '{key}'")
@@ -66,39 +65,26 @@ def _parse(raw: str, base: str) -> GroundedImage:
 
 def load_regions(path: str | os.PathLike[str]) -> list[GroundedImage]:
     """Read and validate a grounded-caption file; DataError(`file:line: reason`) on the first bad row."""
-    shown = os.fspath(path)
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{shown}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{shown}: cannot read file ({exc})") from None
-    base = str(p.resolve().parent)
+    base = str(Path(path).resolve().parent)
     out = []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
+    for where, row in iter_jsonl(path, empty="no grounded images"):
         try:
-            out.append(_parse(raw, base))
+            out.append(_parse(row, base))
         except ValueError as exc:
-            raise DataError(f"{shown}:{lineno}: {exc}") from None
-    if not out:
-        raise DataError(f"{shown}: no grounded images")
+            raise DataError(f"{where}: {exc}") from None
     return out
 
 
 def save_regions(items: list[GroundedImage], path: str | os.PathLike[str]) -> None:
-    """Write grounded images with image paths relative to the file's directory."""
+    """Write grounded images with image paths relative to the file's directory (atomically)."""
     base = os.path.dirname(os.path.abspath(path))
-    os.makedirs(base, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for item in items:
-            row = {
-                "image": os.path.relpath(item.image, base),
-                "regions": [{"box": [round(v, 4) for v in r.box], "text": r.text} for r in item.regions],
-            }
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(path, (
+        {
+            "image": os.path.relpath(item.image, base),
+            "regions": [{"box": [round(v, 4) for v in r.box], "text": r.text} for r in item.regions],
+        }
+        for item in items
+    ))
 
 
 def region_words(items: list[GroundedImage]) -> tuple[str, ...]:

@@ -40,7 +40,9 @@ class PreferencePair:
 
         images = list(self.images)
         if relative_to is not None:
-            images = [os.path.relpath(p, relative_to) for p in images]
+            # Both sides resolved: a folder reached through a symlink still gets "images/x.png".
+            base = os.path.realpath(relative_to)
+            images = [os.path.relpath(os.path.realpath(p), base) for p in images]
         return {
             "id": self.id,
             "prompt": self.prompt,

@@ -1,33 +1,28 @@
-"""Run one benchmark end to end: load, score with the project's Scorer, compute metrics, write.
+"""Run one benchmark end to end: load, score with any reward source, compute metrics, write.
 
-Outputs: the metrics JSON at `output` and, beside it, `<output stem>.scores.jsonl` with one line
-per item: `id`, `scores` (one per response), `chosen_reward` / `rejected_reward` for pair-like
-items, and the item's JSON-serialisable meta fields.
+Outputs (written atomically): the metrics JSON at `output` and, beside it, `M.scores.jsonl` for
+`M.json` (`io.scores_path_for`) with one line per item: `id`, `scores` (one per response),
+`chosen_reward` / `rejected_reward` for pair-like items, and the item's JSON-serialisable meta
+fields.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..data.schema import Group
 from ..errors import DataError
+from ..io import scores_path_for, write_json, write_jsonl
+from ..scoring.interface import RewardSource, score_checked
 from .benchmarks import BenchItem, canonical_name, get_benchmark
 
 _RESERVED = ("id", "scores", "chosen_reward", "rejected_reward")
 
 
-class GroupScorer(Protocol):
-    """What the runner needs from a scorer (the project's `Scorer` satisfies it)."""
-
-    def score_groups(self, groups: Sequence[Group]) -> list[list[float]]: ...
-
-
-def run_benchmark(scorer: GroupScorer, bench: str, data: str, output: str, limit: int = 0) -> dict[str, Any]:
-    """Score benchmark `bench` read from `data`, write the metrics to `output`, return them.
+def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limit: int = 0) -> dict[str, Any]:
+    """Score benchmark `bench` read from `data` with any reward source, write the metrics to
+    `output` (and the per-item scores beside it), return them.
 
     `limit` > 0 keeps only the first `limit` items (a quick smoke run; the metrics then describe
     that prefix, not the benchmark).
@@ -42,17 +37,12 @@ def run_benchmark(scorer: GroupScorer, bench: str, data: str, output: str, limit
     if not items:
         raise DataError(f"{data}: no {name} items to score")
     # One call: the scorer owns batching, image sharing within a group and progress reporting.
-    scores = [[float(s) for s in row] for row in scorer.score_groups([item.group for item in items])]
+    scores = score_checked(scorer, [item.group for item in items])
     result: dict[str, Any] = {"benchmark": name, "num_items": len(items), "definition": module.DEFINITION}
     result.update(module.metrics(items, scores))
 
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    scores_path = out.with_name(out.stem + ".scores.jsonl")
-    with scores_path.open("w", encoding="utf-8") as fh:
-        for item, row in zip(items, scores):
-            fh.write(json.dumps(_score_line(item, row), ensure_ascii=False) + "\n")
+    write_json(output, result)
+    write_jsonl(scores_path_for(output), (_score_line(item, row) for item, row in zip(items, scores)))
     return result
 
 

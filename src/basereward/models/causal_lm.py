@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
 from ..config import BackboneConfig
 from ..data.schema import Group
@@ -75,13 +74,6 @@ class CausalLMBackbone(Backbone):
         self.hidden_size = int(model.config.hidden_size)
         self.collator = TextCollator(tokenizer, cfg)
         self.model = prepare_language_model(model, cfg)
-
-    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        return self.collator(groups)
-
-    def language_model(self) -> nn.Module:
-        """The decoder (the peft wrapper when LoRA is on)."""
-        return self.model
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

@@ -52,10 +52,6 @@ class QwenVLCollator:
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, cfg: BackboneConfig, image_token_id: int) -> None:
-        if cfg.min_pixels > cfg.max_pixels:
-            raise ConfigError(
-                f"model.backbone.min_pixels ({cfg.min_pixels}) must not exceed max_pixels ({cfg.max_pixels})"
-            )
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.cfg = cfg
@@ -69,7 +65,7 @@ class QwenVLCollator:
         """Run the image processor once on one group's images: (patches (P, D), grids (I, 3))."""
         out = self.image_processor(
             images=[load_image(im) for im in images],
-            size={"shortest_edge": self.cfg.min_pixels, "longest_edge": self.cfg.max_pixels},
+            size={"shortest_edge": self.cfg.qwen_vl.min_pixels, "longest_edge": self.cfg.qwen_vl.max_pixels},
             return_tensors="pt",
         )
         return out["pixel_values"], out["image_grid_thw"].to(torch.long)
@@ -116,7 +112,7 @@ class QwenVLCollator:
             if have < want:
                 raise ValueError(
                     f"sequence {i}: truncation to max_length={self.cfg.max_length} cut into its {want} image "
-                    "tokens; raise model.backbone.max_length or lower model.backbone.max_pixels"
+                    "tokens; raise model.backbone.max_length or lower model.backbone.qwen_vl.max_pixels"
                 )
             if have > want:
                 raise ValueError(f"sequence {i}: the response text contains {IMAGE_TOKEN!r}")
@@ -175,20 +171,13 @@ class QwenVLBackbone(Backbone):
         self.hidden_size = int(config.text_config.hidden_size)
         self.collator = QwenVLCollator(tokenizer, image_processor, cfg, self.image_token_id)
 
-        # freeze_vision freezes the whole `visual` module, the patch merger included: the merger
-        # (the vision->LM projector) is pretrained jointly with the ViT, and the paper trains only
-        # the LM and the reward head. Set freeze_vision: false to train both.
-        set_requires_grad(self.model.visual, not cfg.freeze_vision)
+        # qwen_vl.freeze_vision freezes the whole `visual` module, the patch merger included: the
+        # merger (the vision->LM projector) is pretrained jointly with the ViT, and the paper trains
+        # only the LM and the reward head. Set freeze_vision: false to train both.
+        set_requires_grad(self.model.visual, not cfg.qwen_vl.freeze_vision)
         self.model.language_model = prepare_language_model(self.model.language_model, cfg)
 
     # ------------------------------------------------------------------ interface
-
-    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        return self.collator(groups)
-
-    def language_model(self) -> nn.Module:
-        """The text decoder (the peft wrapper when LoRA is on)."""
-        return self.model.language_model
 
     def _text_model(self) -> nn.Module:
         lm = self.model.language_model

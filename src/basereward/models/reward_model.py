@@ -1,7 +1,9 @@
 """RewardModel = backbone -> hidden state of the last non-padding token -> RewardHead.
 
 Saved layout (safetensors only, never pickle):
-    model_config.json            the resolved ModelConfig + which backbone tensors were saved
+    model_config.json            the resolved ModelConfig, the backbone's metadata (values it
+                                 derived from data, e.g. mini-vl's word vocabulary) and which
+                                 backbone tensors were saved
     reward_head.safetensors      the head
     backbone.safetensors         the backbone's trainable tensors (projector, LoRA adapters,
                                  unfrozen layers); frozen base weights are re-read from their source
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import ModelConfig, from_dict, to_dict
+from ..config import ModelConfig, from_dict, to_dict, upgrade_saved_model
 from ..data.schema import Group
 from ..errors import BaseRewardError
 from .backbone import Backbone, build_backbone, last_token_index
@@ -43,6 +45,11 @@ class RewardModel(nn.Module):
             hidden_size=h.hidden_size,
             zero_init_last=h.zero_init_last,
         )
+
+    @property
+    def collator(self) -> Callable[[Sequence[Group]], dict[str, Any]]:
+        """The backbone's picklable collator (hand this, not the model, to DataLoader workers)."""
+        return self.backbone.collator
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
         """CPU batch for `groups` (see models/backbone.py for the keys)."""
@@ -86,6 +93,7 @@ class RewardModel(nn.Module):
             "format": "basereward",
             "model": to_dict(self.cfg),
             "base_weights": self.backbone.base_weights_id(),
+            "backbone_metadata": self.backbone.metadata(),
             "backbone_tensors": sorted(bb_state),
             **(extra or {}),
         }
@@ -93,8 +101,11 @@ class RewardModel(nn.Module):
         return out
 
     def load_trainable(self, model_dir: str | Path) -> None:
-        """Copy a saved model's head and trainable backbone tensors into this model (same config)."""
+        """Copy a saved model's backbone metadata, head and trainable backbone tensors into this
+        model (same config)."""
         d = Path(model_dir)
+        _, backbone_meta = read_model_config(d)
+        self.backbone.load_metadata(backbone_meta)
         self.head.load_state_dict(load_file(str(d / HEAD_NAME)))
         if not (d / BACKBONE_NAME).is_file():
             return
@@ -109,17 +120,25 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device | None = None) -> "RewardModel":
-        d = Path(model_dir)
-        cfg_path = d / CONFIG_NAME
-        if not cfg_path.is_file():
-            raise BaseRewardError(f"{d}: not a basereward model directory (no {CONFIG_NAME})")
-        meta = json.loads(cfg_path.read_text())
-        cfg = from_dict(ModelConfig, meta["model"], where=f"{cfg_path}:model")
+        cfg, _ = read_model_config(model_dir)
         model = cls(cfg)
-        model.load_trainable(d)
+        model.load_trainable(model_dir)
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """(ModelConfig, backbone metadata) of a saved model; files in the pre-0.1 flat layout are
+    migrated (config/compat.py)."""
+    d = Path(model_dir)
+    cfg_path = d / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise BaseRewardError(f"{d}: not a basereward model directory (no {CONFIG_NAME})")
+    meta = json.loads(cfg_path.read_text())
+    model, legacy = upgrade_saved_model(meta["model"])
+    cfg = from_dict(ModelConfig, model, where=f"{cfg_path}:model")
+    return cfg, {**legacy, **meta.get("backbone_metadata", {})}
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -8,11 +8,8 @@ are the two final Assistant turns, stripped.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from basereward.data.pairs import save_pairs
+from basereward.data.rows import log_stderr
 from basereward.data.schema import PreferencePair
 from basereward.errors import DataError
+from basereward.io import iter_jsonl
 
 HH_FILE = "harmless-base-test-first1800.jsonl.gz"
 SHARED_DATA_ENV = "BASEREWARD_SHARED_DATA"
@@ -30,10 +29,6 @@ _ASSISTANT = "\n\nAssistant:"
 _HUMAN_TURN = re.compile(r"\n\nHuman:")
 _ELLIPSIS_TURN = "Human: …"
 _MIN_PROMPT_CHARS = 64
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def default_hh_path() -> Path:
@@ -104,32 +99,11 @@ def truncate_dialogue(prompt: str, max_chars: int) -> str:
 
 def _read_rows(path: Path) -> list[tuple[str, str]]:
     """The (chosen, rejected) strings of every row, in file order."""
-    opener = gzip.open if path.suffix == ".gz" else open
     rows: list[tuple[str, str]] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-                if not (
-                    isinstance(row, dict)
-                    and isinstance(row.get("chosen"), str)
-                    and isinstance(row.get("rejected"), str)
-                ):
-                    raise DataError(
-                        f"{path}:{lineno}: expected an object with string 'chosen' and 'rejected'"
-                    )
-                rows.append((row["chosen"], row["rejected"]))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read file ({exc})") from None
-    if not rows:
-        raise DataError(f"{path}: file is empty (no rows)")
+    for where, row in iter_jsonl(path, empty="no rows"):
+        if not (isinstance(row.get("chosen"), str) and isinstance(row.get("rejected"), str)):
+            raise DataError(f"{where}: expected an object with string 'chosen' and 'rejected'")
+        rows.append((row["chosen"], row["rejected"]))
     return rows
 
 
@@ -164,7 +138,7 @@ def _convert(
 def load_hh_rlhf(
     path: str | os.PathLike[str] | None = None,
     max_prompt_chars: int | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> list[PreferencePair]:
     """Every usable row of the HH-RLHF file as a pair, in file order (id `hh-harmless-{row}`)."""
     rows = _read_rows(Path(path) if path is not None else default_hh_path())
@@ -177,7 +151,7 @@ def hh_rlhf_split(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_prompt_chars: int | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(train, val) pairs, split by row index with `numpy.random.default_rng(seed)`.
 
@@ -202,7 +176,7 @@ def write_hh_split(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_prompt_chars: int | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> tuple[Path, Path]:
     """Write `hh_train.jsonl` and `hh_val.jsonl` into `out_dir`; returns their paths."""
     train, val = hh_rlhf_split(path, val_fraction, seed, max_prompt_chars, log)

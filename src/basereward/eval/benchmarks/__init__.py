@@ -3,7 +3,9 @@
 Each module exposes `NAME`, `DEFINITION` (one sentence: how the headline metric is computed),
 `load(path) -> list[BenchItem]` (reads the benchmark's published local layout) and
 `metrics(items, scores) -> dict` (pure; `scores[i][k]` is the reward of
-`items[i].group.responses[k]`). Ties always count as wrong: "correct" means strictly greater.
+`items[i].group.responses[k]`). Ties always count as wrong: "correct" means strictly greater
+(`basereward.metrics`). Records are read with `basereward.io.iter_records` (JSON list, JSONL or
+Parquet), so every error names its `file:line` or `file: row i`.
 
 `get_benchmark(name)` maps a registry name (dashes or underscores, any case) to its module.
 """
@@ -11,14 +13,12 @@ Each module exposes `NAME`, `DEFINITION` (one sentence: how the headline metric 
 from __future__ import annotations
 
 import importlib
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ...data.pairs import json_object
 from ...data.schema import Group
 from ...errors import ConfigError, DataError
 
@@ -83,10 +83,14 @@ def check_scores(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) 
             raise ValueError(f"item {item.id}: got {len(row)} scores for {len(item.group.responses)} responses")
 
 
-def pair_correct(item: BenchItem, row: Sequence[float]) -> bool:
-    """Whether the preferred response of a two-response item scored strictly higher."""
-    preferred = item.meta["preferred"]
-    return float(row[preferred]) > float(row[1 - preferred])
+def pair_rewards(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """(chosen, rejected) rewards of two-response items: `meta["preferred"]` is the chosen index.
+
+    Accuracies are then computed by `basereward.metrics` (strictly greater; ties are wrong).
+    """
+    chosen = [float(row[item.meta["preferred"]]) for item, row in zip(items, scores)]
+    rejected = [float(row[1 - item.meta["preferred"]]) for item, row in zip(items, scores)]
+    return chosen, rejected
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
@@ -111,57 +115,6 @@ def expand(path: str | Path, patterns: Sequence[str]) -> list[Path]:
     if not files:
         raise DataError(f"{p}: directory holds no {' or '.join(patterns)} files")
     return files
-
-
-def iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, record) for each record of a JSON list, JSONL or parquet file.
-
-    The location is `file:line` for JSONL, `file: item i` for a JSON list and `file: row i` for
-    parquet, so every DataError can point at the offending record.
-    """
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        yield from _iter_parquet(path)
-        return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from e
-    if suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json_object(line)
-            except ValueError as e:
-                raise DataError(f"{path}:{lineno}: {e}") from None
-            yield f"{path}:{lineno}", rec
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}: item {i}: expected a JSON object")
-        yield f"{path}: item {i}", rec
-
-
-def _iter_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
-        raise DataError(f"{path}: not a readable parquet file: {e}") from e
-    row = 0
-    # Batches keep peak memory near one batch of rows (image bytes can be large).
-    for batch in pf.iter_batches(batch_size=256):
-        for rec in batch.to_pylist():
-            yield f"{path}: row {row}", rec
-            row += 1
 
 
 def field_of(rec: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:

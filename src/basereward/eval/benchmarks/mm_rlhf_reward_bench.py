@@ -32,7 +32,9 @@ import numpy as np
 
 from ...data.schema import Group
 from ...errors import DataError
-from . import BenchItem, check_scores, existing_path, field_of, iter_records, mean_or_none, pair_correct, record_id
+from ...io import iter_records
+from ...metrics import accuracy_by_key, correct, pair_accuracy
+from . import BenchItem, check_scores, existing_path, field_of, mean_or_none, pair_rewards, record_id
 
 NAME = "mm_rlhf_reward_bench"
 DEFINITION = (
@@ -98,26 +100,27 @@ def _frames(directory: Path, count: int, where: str) -> tuple[str, ...]:
 def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Acc and Acc+ overall and per category; see the module docstring."""
     check_scores(items, scores)
-    correct = [pair_correct(item, row) for item, row in zip(items, scores)]
+    chosen, rejected = pair_rewards(items, scores)
+    flags = correct(chosen, rejected).tolist()
+    by_category = accuracy_by_key(chosen, rejected, [item.meta["category"] for item in items])
     by_question: dict[str, list[bool]] = defaultdict(list)
-    for item, ok in zip(items, correct):
+    for item, ok in zip(items, flags):
         by_question[item.meta["question_id"]].append(ok)
     question_ok = {q: all(flags) for q, flags in by_question.items()}
 
     per_category: dict[str, Any] = {}
     for cat in CATEGORIES:
-        pair_flags = [ok for item, ok in zip(items, correct) if item.meta["category"] == cat]
-        questions = {item.meta["question_id"] for item in items if item.meta["category"] == cat}
-        if not pair_flags:
+        if cat not in by_category:
             continue
+        questions = {item.meta["question_id"] for item in items if item.meta["category"] == cat}
         per_category[cat] = {
-            "Acc": mean_or_none([float(f) for f in pair_flags]),
+            "Acc": by_category[cat]["accuracy"],
             "Acc+": mean_or_none([float(question_ok[q]) for q in sorted(questions)]),
-            "num_pairs": len(pair_flags),
+            "num_pairs": by_category[cat]["n"],
             "num_questions": len(questions),
         }
     return {
-        "Acc": mean_or_none([float(f) for f in correct]),
+        "Acc": pair_accuracy(chosen, rejected),
         "Acc+": mean_or_none([float(v) for v in question_ok.values()]),
         "num_pairs": len(items),
         "num_questions": len(question_ok),

@@ -34,7 +34,9 @@ from typing import Any
 
 from ...data.schema import Group
 from ...errors import DataError
-from . import BenchItem, check_scores, existing_path, field_of, iter_records, mean_or_none, pair_correct
+from ...io import iter_records
+from ...metrics import accuracy_by_key, pair_accuracy
+from . import BenchItem, check_scores, existing_path, field_of, mean_or_none, pair_rewards
 
 NAME = "multimodal_rewardbench"
 DEFINITION = (
@@ -113,14 +115,13 @@ def load(path: str) -> list[BenchItem]:
 def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Per-column accuracy, Overall (micro) and the Reasoning/Safety means."""
     check_scores(items, scores)
-    flags: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    for item, row in zip(items, scores):
-        flags[item.meta["column"]].append(1.0 if pair_correct(item, row) else 0.0)
-    acc = {c: mean_or_none(flags[c]) for c in COLUMNS}
-    result: dict[str, Any] = {"Overall": mean_or_none([f for c in COLUMNS for f in flags[c]])}
+    chosen, rejected = pair_rewards(items, scores)
+    by_column = accuracy_by_key(chosen, rejected, [item.meta["column"] for item in items])
+    acc = {c: by_column[c]["accuracy"] if c in by_column else None for c in COLUMNS}
+    result: dict[str, Any] = {"Overall": pair_accuracy(chosen, rejected)}
     result.update(acc)
     for name in ("Reasoning", "Safety"):
         parts = [acc[c] for c in COLUMNS if c.startswith(name + " (") and acc[c] is not None]
         result[name] = mean_or_none(parts)
-    result["counts"] = {c: len(flags[c]) for c in COLUMNS}
+    result["counts"] = {c: by_column[c]["n"] if c in by_column else 0 for c in COLUMNS}
     return result

@@ -9,18 +9,17 @@ source (an empty string is reported as `(none)`); `mean_chosen`, `mean_rejected`
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from . import BenchItem, check_scores, pair_correct
+from ...metrics import accuracy_by_key, pair_accuracy, reward_stats
+from . import BenchItem, check_scores, pair_rewards
 
 NAME = "pairs"
 DEFINITION = (
     "accuracy = fraction of pairs with r(chosen) > r(rejected) strictly, overall and per category "
     "and source; mean_margin = mean of r(chosen) - r(rejected)."
 )
-UNLABELLED = "(none)"
 
 
 def load(path: str) -> list[BenchItem]:
@@ -37,28 +36,24 @@ def load(path: str) -> list[BenchItem]:
     ]
 
 
-def _by_key(items: Sequence[BenchItem], flags: Sequence[bool], key: str) -> dict[str, float]:
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for item, ok in zip(items, flags):
-        groups[item.meta.get(key) or UNLABELLED].append(ok)
-    return {name: sum(v) / len(v) for name, v in sorted(groups.items())}
-
-
 def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Accuracy overall, per category and per source, and the mean rewards and margin."""
     check_scores(items, scores)
     if not items:
         raise ValueError("pair metrics need at least one pair")
-    flags = [pair_correct(item, row) for item, row in zip(items, scores)]
-    chosen = [float(row[item.meta["preferred"]]) for item, row in zip(items, scores)]
-    rejected = [float(row[1 - item.meta["preferred"]]) for item, row in zip(items, scores)]
-    n = len(items)
+    chosen, rejected = pair_rewards(items, scores)
+    stats = reward_stats(chosen, rejected)
+
+    def by(key: str) -> dict[str, float]:
+        keys = [item.meta.get(key) or "" for item in items]
+        return {k: v["accuracy"] for k, v in accuracy_by_key(chosen, rejected, keys).items()}
+
     return {
-        "accuracy": sum(flags) / n,
-        "num_pairs": n,
-        "per_category": _by_key(items, flags, "category"),
-        "per_source": _by_key(items, flags, "source"),
-        "mean_chosen": sum(chosen) / n,
-        "mean_rejected": sum(rejected) / n,
-        "mean_margin": sum(c - r for c, r in zip(chosen, rejected)) / n,
+        "accuracy": pair_accuracy(chosen, rejected),
+        "num_pairs": len(items),
+        "per_category": by("category"),
+        "per_source": by("source"),
+        "mean_chosen": stats["mean_chosen"],
+        "mean_rejected": stats["mean_rejected"],
+        "mean_margin": stats["gap"],  # mean of differences = difference of means
     }

@@ -19,12 +19,13 @@ Subsets outside the four sections (e.g. the prior preference sets) appear under 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from ...data.schema import Group
-from . import BenchItem, check_scores, expand, field_of, iter_records, mean_or_none, pair_correct
+from ...io import iter_records
+from ...metrics import accuracy_by_key
+from . import BenchItem, check_scores, expand, field_of, mean_or_none, pair_rewards
 
 NAME = "rewardbench"
 DEFINITION = (
@@ -111,10 +112,9 @@ def section_scores(subset_acc: dict[str, float]) -> dict[str, float | None]:
 def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Section scores, Score and per-subset accuracies; see the module docstring."""
     check_scores(items, scores)
-    flags: dict[str, list[float]] = defaultdict(list)
-    for item, row in zip(items, scores):
-        flags[item.meta["subset"]].append(1.0 if pair_correct(item, row) else 0.0)
-    subsets = {s: sum(f) / len(f) for s, f in sorted(flags.items())}
+    chosen, rejected = pair_rewards(items, scores)
+    by_subset = accuracy_by_key(chosen, rejected, [item.meta["subset"] for item in items])
+    subsets = {s: v["accuracy"] for s, v in by_subset.items()}
     result: dict[str, Any] = dict(section_scores(subsets))
     present = [result[s] for s in SECTIONS if result[s] is not None]
     result["Score"] = mean_or_none(present)
@@ -122,5 +122,5 @@ def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> di
     if missing:
         result["sections_missing"] = missing
     result["subsets"] = subsets
-    result["counts"] = {s: len(f) for s, f in sorted(flags.items())}
+    result["counts"] = {s: v["n"] for s, v in by_subset.items()}
     return result

@@ -26,7 +26,8 @@ from typing import Any
 
 from ...data.schema import Group
 from ...errors import DataError
-from . import BenchItem, check_scores, expand, field_of, iter_records, record_id, text_list
+from ...io import iter_records
+from . import BenchItem, check_scores, expand, field_of, record_id, text_list
 
 NAME = "rm_bench"
 DEFINITION = (

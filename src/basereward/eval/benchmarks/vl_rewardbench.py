@@ -31,7 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ...data.schema import Group
 from ...errors import DataError
-from . import BenchItem, check_scores, expand, field_of, iter_records, mean_or_none, pair_correct, text_list
+from ...io import iter_records
+from ...metrics import accuracy_by_key, pair_accuracy
+from . import BenchItem, check_scores, expand, field_of, mean_or_none, pair_rewards, text_list
 
 NAME = "vl_rewardbench"
 DEFINITION = (
@@ -110,12 +112,10 @@ def _image(value: Any, where: str, base: Path) -> Any:
 def metrics(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Per-group, overall (micro) and macro accuracy; see the module docstring."""
     check_scores(items, scores)
-    per_group: dict[str, list[float]] = {g: [] for g in GROUPS}
-    for item, row in zip(items, scores):
-        per_group[item.meta["group"]].append(1.0 if pair_correct(item, row) else 0.0)
-    result: dict[str, Any] = {g: mean_or_none(per_group[g]) for g in GROUPS}
-    all_flags = [f for g in GROUPS for f in per_group[g]]
-    result["Overall Accuracy"] = mean_or_none(all_flags)
+    chosen, rejected = pair_rewards(items, scores)
+    by_group = accuracy_by_key(chosen, rejected, [item.meta["group"] for item in items])
+    result: dict[str, Any] = {g: by_group[g]["accuracy"] if g in by_group else None for g in GROUPS}
+    result["Overall Accuracy"] = pair_accuracy(chosen, rejected)
     result["Macro Average Accuracy"] = mean_or_none([result[g] for g in GROUPS if result[g] is not None])
-    result["counts"] = {g: len(per_group[g]) for g in GROUPS}
+    result["counts"] = {g: by_group[g]["n"] if g in by_group else 0 for g in GROUPS}
     return result

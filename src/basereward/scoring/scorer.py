@@ -1,28 +1,29 @@
-"""The Scorer: the one batched, no-grad inference path.
+"""The Scorer: the one batched, no-grad inference path (the only place that batches, pads and pools).
 
-Evaluation, ensembles, the HTTP server and the RL reward functions all score through a Scorer
-(or an object with the same three methods), so batching, padding and pooling live here only.
 Groups are sorted by estimated length and batched so each batch pads to a similar length; each
-group's images are encoded once for all of its responses (the backbone shares them).
+group's images are encoded once for all of its responses (the backbone shares them). Pooling
+(last non-pad token -> head) happens inside `RewardModel.forward`, which only this module and
+the trainer call.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import torch
 
-from .data.schema import Group, PreferencePair
-from .models.reward_model import RewardModel
+from ..data.schema import Group
+from ..models.reward_model import RewardModel
+from .interface import ScoringMixin
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Scorer:
+class Scorer(ScoringMixin):
     """Batched reward inference for a RewardModel.
 
     `batch_size` is the number of sequences (responses) per forward pass; a group is never split
@@ -44,15 +45,13 @@ class Scorer:
         self.progress = progress
         self.name = name
 
-    # --------------------------------------------------------------- public API
     def score_groups(self, groups: Sequence[Group]) -> list[list[float]]:
         """scores[i][k] = reward of groups[i].responses[k]."""
         out: list[list[float] | None] = [None] * len(groups)
         order = sorted(range(len(groups)), key=lambda i: -length_estimate(groups[i]))
-        batches = list(_pack(order, groups, self.batch_size))
         bar = _progress(len(groups), self.progress, "scoring")
         with torch.inference_mode(), self._autocast():
-            for idx in batches:
+            for idx in _pack(order, groups, self.batch_size):
                 batch = self.model.collate([groups[i] for i in idx])
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 rewards = self.model(batch).float().cpu().tolist()
@@ -67,17 +66,6 @@ class Scorer:
             bar.close()
         return out  # type: ignore[return-value]
 
-    def score(self, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
-        """(chosen_reward, rejected_reward) per pair."""
-        return [(s[0], s[1]) for s in self.score_groups([p.to_group() for p in pairs])]
-
-    def score_responses(self, prompt: str, images: Sequence[Any], responses: Sequence[str]) -> list[float]:
-        """Rewards of several responses to one prompt (one group: its images are encoded once)."""
-        if not responses:
-            return []
-        return self.score_groups([Group(prompt=prompt, images=tuple(images), responses=tuple(responses))])[0]
-
-    # --------------------------------------------------------------- helpers
     def _autocast(self):
         dtype = next(self.model.backbone.parameters()).dtype
         if self.device.type == "cuda" and dtype == torch.float32 and torch.cuda.is_bf16_supported():
@@ -92,7 +80,7 @@ def length_estimate(group: Group) -> int:
     return len(group.prompt) + longest + 1000 * len(group.images)
 
 
-def _pack(order: list[int], groups: Sequence[Group], batch_size: int):
+def _pack(order: list[int], groups: Sequence[Group], batch_size: int) -> Iterator[list[int]]:
     """Consecutive runs of `order` holding at most batch_size sequences (a group stays whole)."""
     cur: list[int] = []
     n = 0
@@ -115,12 +103,15 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="group", dynamic_ncols=True)
 
 
-def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = None, progress: bool = False):
-    """A Scorer for a saved model directory, or the combined scorer of an ensemble directory."""
-    from .ensemble import is_ensemble_dir, load_combined
+def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = None,
+                progress: bool = False) -> ScoringMixin:
+    """A Scorer for a saved model directory, or the combined source of an ensemble directory."""
+    # The one upward reference: a directory may hold an ensemble. The ensemble package is
+    # torch-free and takes this function as its member loader, so nested ensembles load here.
+    from ..ensemble import is_ensemble_dir, load_combined
 
-    if is_ensemble_dir(path):
-        return load_combined(path, loader=lambda p: load_scorer(p, batch_size, device, progress))
+    if is_ensemble_dir(str(path)):
+        return load_combined(str(path), loader=lambda p: load_scorer(p, batch_size, device, progress))
     model = RewardModel.from_pretrained(path)
     return Scorer(model, batch_size=batch_size, device=device or default_device(), progress=progress,
                   name=Path(path).name)

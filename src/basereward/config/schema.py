@@ -1,0 +1,300 @@
+"""The config schema: frozen dataclasses, each field with its docstring underneath.
+
+A backbone's own knobs live in its own section under `model.backbone` (`mini_vl`, `qwen_vl`);
+`model.backbone` itself holds what every backbone reads. Derived quantities are methods, never
+fields rewritten at run time. Checks that need no model (ranges, keys a backbone does not use)
+run when a config is built (`validate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from ..errors import ConfigError
+
+Activation = Literal["none", "tanh", "relu", "silu", "gelu"]
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = False
+    """Wrap the language model in peft LoRA adapters (the base weights stay frozen)."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA branch."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Module names (suffixes) inside the language model that receive adapters."""
+
+
+@dataclass(frozen=True)
+class MiniVLConfig:
+    """`model.backbone.mini_vl`: the embedded default's knobs and its two optional stages."""
+
+    backbones: ClassVar[tuple[str, ...]] = ("mini-vl",)
+
+    image_size: int = 224
+    """Images are resized to this square size before the encoder (always frozen: its BatchNorm
+    statistics stay ImageNet's)."""
+    image_grid: int = 3
+    """The encoder's feature map is pooled to an image_grid x image_grid token grid."""
+    image_multiscale: bool = True
+    """Also feed pooled features of two earlier CNN stages (colour/position detail)."""
+    image_tap_max_pool: bool = False
+    """Pool the earlier stages per cell by maximum as well as by average (a small object is not
+    averaged away by the background around it); needs `image_multiscale`. The demo turns it on."""
+    projector: Literal["mlp", "words"] = "mlp"
+    """`mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots` soft
+    words: distributions over a vocabulary whose expected input embeddings are the image tokens,
+    so the LM reads an image as (soft) text. `words` needs the alignment stage (`data.alignment`,
+    grounded captions): it fixes the vocabulary (the words of the captions, saved with the model)
+    and trains the projector. On CPU budgets the LM learns to use soft words in minutes, where
+    free vectors need far more data and steps."""
+    train_projector: bool = True
+    """Keep training the projector during reward training. `false`: it trains in the alignment
+    stage only; with the LM's lower layers frozen too, nothing below the trained layers then needs
+    gradients (cheaper steps, and `cache_trunk` becomes possible)."""
+    word_slots: int = 3
+    """`words` projector: soft-word tokens per grid cell (a cell reads like "red star ,")."""
+    lm_layers: int = 0
+    """Keep only the first N decoder layers of the language model (0 = all 30); a shallower LM
+    trains several times faster on CPU."""
+    share_prefix: bool = True
+    """Run a group's shared prefix (chat head, image tokens, prompt) once and its responses on top
+    of the cached keys/values, instead of once per response (off with gradient checkpointing)."""
+    align_epochs: int = 20
+    """Alignment stage: epochs over `data.alignment` (features of the frozen image encoder are
+    computed once, so an epoch costs milliseconds per image)."""
+    align_lr: float = 1e-3
+    """Alignment stage: learning rate."""
+    cache_trunk: bool = False
+    """Trunk-cache stage of reward training: when everything below the trained top layers is frozen
+    (`model.backbone.train_lm_layers` > 0, `train_projector: false`, no LoRA), compute the frozen
+    trunk's output once per pair, keep it in memory and run only the trained layers on later
+    visits: every epoch after the first costs the trained layers alone, with the same rewards and
+    gradients as without the cache."""
+
+
+@dataclass(frozen=True)
+class QwenVLConfig:
+    """`model.backbone.qwen_vl`: Qwen2.5-VL / Qwen2-VL knobs."""
+
+    backbones: ClassVar[tuple[str, ...]] = ("qwen2.5-vl", "qwen2-vl")
+
+    min_pixels: int = 3136
+    """Image processor: minimum pixels per image."""
+    max_pixels: int = 401408
+    """Image processor: maximum pixels per image (caps visual tokens per image)."""
+    freeze_vision: bool = True
+    """Freeze the vision tower and its patch merger (the paper trains the LM and head; the ViT
+    stays frozen)."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "mini-vl"
+    """Registry name: `qwen2.5-vl`, `qwen2-vl`, `causal-lm` or `mini-vl` (embedded default)."""
+    path: str = ""
+    """Hub id or local directory of the pretrained weights; empty for mini-vl's embedded weights."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Parameter dtype. `auto` = bfloat16 on a GPU that supports it, float32 otherwise."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)."""
+    freeze_lm: bool = False
+    """Freeze the language model (only projector/adapters/head train)."""
+    train_lm_layers: int = -1
+    """With `freeze_lm` false: train only the top N decoder layers (-1 = all)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA on the language model (implies the base LM weights are frozen)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    max_length: int = 2048
+    """Maximum tokens per sequence; longer prompts are cut from the left (the response is kept)."""
+    system_prompt: str = ""
+    """Optional system message prepended to every conversation."""
+    mini_vl: MiniVLConfig = field(default_factory=MiniVLConfig)
+    """Settings read only by `mini-vl`; with another backbone every value must stay at its default."""
+    qwen_vl: QwenVLConfig = field(default_factory=QwenVLConfig)
+    """Settings read only by `qwen2.5-vl` / `qwen2-vl`; with another backbone they must stay at their defaults."""
+
+    @staticmethod
+    def sections() -> tuple[str, ...]:
+        """Names of the per-backbone sections."""
+        return ("mini_vl", "qwen_vl")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    pooling: Literal["last", "mean"] = "last"
+    """Which hidden state the head reads: the last non-padding token (the paper's Naive-RM), or the
+    mean over the response tokens (where the backbone reports them, else over all real tokens)."""
+    num_layers: int = 2
+    """Linear layers in the reward head (1 = linear head; the paper's best is 2)."""
+    activation: Activation = "silu"
+    """Nonlinearity between layers (the paper's best is SiLU)."""
+    hidden_size: int = 0
+    """Width of the hidden layers; 0 = the backbone's hidden size (the paper's choice)."""
+    zero_init_last: bool = True
+    """Initialise the last layer to zero so every reward starts at 0 (first-step BT loss = ln 2)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """The network that produces hidden states."""
+    head: HeadConfig = field(default_factory=HeadConfig)
+    """The MLP on the last non-padding token's hidden state."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    zero_coef: float = 0.0
+    """lambda of the zero-coefficient regulariser lambda * mean((r_w + r_l)^2); the paper finds it hurts."""
+    length_norm: bool = False
+    """Divide each reward by log(len + 1) of its response tokens before the loss; the paper finds it hurts."""
+    margin: float = 0.0
+    """Optional margin m in -logsigmoid(r_w - r_l - m)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[str, ...] = ()
+    """Training pair files (JSONL, the pair format) or generator specs (see README)."""
+    validation: str = ""
+    """Validation pair file evaluated every `train.eval_every` optimizer steps."""
+    on_error: Literal["fail", "skip"] = "fail"
+    """What to do with invalid rows: stop with `file:line: reason`, or report and skip them."""
+    text_ratio: float = -1.0
+    """Text-only pairs per multimodal pair after mixing (paper: 0.5); -1 keeps the data as given."""
+    length_balance: bool = False
+    """Resample so the chosen response is the longer one in half of the pairs (for length-biased data)."""
+    max_pairs: int = 0
+    """Cap on training pairs after mixing (0 = no cap)."""
+    alignment: str = ""
+    """Grounded-caption file (see data/regions.py) for the alignment stage of a backbone that has
+    one (mini-vl's `words` projector) before reward training; the demo's generator writes one.
+    Empty = no stage."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/train"
+    """Checkpoints, metrics.jsonl and the final model go here."""
+    lr: float = 3e-6
+    """Peak learning rate (paper grid {1e-5, 3e-6, 1e-6, 3e-7}; best 3e-6)."""
+    head_lr: float = 0.0
+    """Learning rate for the head and projector; 0 = same as `lr`."""
+    lr_grid: tuple[float, ...] = (1e-5, 3e-6, 1e-6, 3e-7)
+    """Values tried by `basereward sweep`."""
+    global_batch_size: int = 128
+    """Pairs per optimizer step across all processes (paper: 128)."""
+    micro_batch_size: int = 4
+    """Pairs per forward pass on one process."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0 = derived from epochs)."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps with linear warmup before cosine decay."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Accelerate mixed precision; `auto` = bf16 where supported, else no."""
+    seed: int = 42
+    """Seed for initialisation, data order and dropout."""
+    eval_every: int = 0
+    """Evaluate on `data.validation` every N optimizer steps (0 = only at the end)."""
+    save_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep."""
+    log_every: int = 1
+    """Write a metrics line every N optimizer steps."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    resume: str = ""
+    """`auto` = resume from the latest checkpoint in output_dir; or a checkpoint directory."""
+
+    def grad_accum_steps(self, world_size: int = 1) -> int:
+        """Micro-steps per optimizer step so that micro * accum * world = global batch."""
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ConfigError(
+                f"train.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"micro_batch_size*world_size={per_step}"
+            )
+        return self.global_batch_size // per_step
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone and head."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and validation data."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Reward-model loss."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and bookkeeping."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _changed(obj: Any) -> list[str]:
+    """Fields of a dataclass instance that differ from its defaults."""
+    default = type(obj)()
+    return [f.name for f in dataclasses.fields(obj) if getattr(obj, f.name) != getattr(default, f.name)]
+
+
+def _validate_backbone(bb: BackboneConfig, where: str) -> None:
+    # A section belongs to the backbones it names: with any other backbone a changed value would
+    # be silently ignored, so it is an error that names the key and the chosen backbone.
+    for name in bb.sections():
+        section = getattr(bb, name)
+        if bb.name not in section.backbones:
+            changed = _changed(section)
+            if changed:
+                raise ConfigError(
+                    f"{where}.{name}.{changed[0]}: backbone {bb.name!r} does not use it "
+                    f"(the {name} section applies to {', '.join(section.backbones)})"
+                )
+    mv = bb.mini_vl
+    if bb.name in mv.backbones:
+        if mv.projector != "words" and mv.word_slots != MiniVLConfig.word_slots:
+            raise ConfigError(f"{where}.mini_vl.word_slots: only the `words` projector uses it "
+                              f"(model.backbone.mini_vl.projector={mv.projector})")
+        if mv.word_slots < 1:
+            raise ConfigError(f"{where}.mini_vl.word_slots: must be >= 1, got {mv.word_slots}")
+        if mv.image_tap_max_pool and not mv.image_multiscale:
+            raise ConfigError(f"{where}.mini_vl.image_tap_max_pool: needs image_multiscale=true "
+                              "(it pools the earlier stages that multiscale adds)")
+        if mv.lm_layers < 0 or mv.image_grid < 1 or mv.image_size < 32:
+            raise ConfigError(f"{where}.mini_vl: lm_layers must be >= 0, image_grid >= 1 and image_size >= 32")
+    qv = bb.qwen_vl
+    if qv.min_pixels > qv.max_pixels:
+        raise ConfigError(f"{where}.qwen_vl.min_pixels ({qv.min_pixels}) must not exceed max_pixels ({qv.max_pixels})")
+
+
+def validate(obj: Any, where: str) -> None:
+    """Range and consistency checks of one section (raised as ConfigError naming `where`)."""
+    if isinstance(obj, BackboneConfig):
+        _validate_backbone(obj, where)
+    if isinstance(obj, HeadConfig):
+        if not 1 <= obj.num_layers <= 5:
+            raise ConfigError(f"{where}.num_layers: must be in 1..5, got {obj.num_layers}")
+    if isinstance(obj, TrainConfig):
+        if obj.lr <= 0:
+            raise ConfigError(f"{where}.lr: must be positive")
+        if obj.micro_batch_size <= 0 or obj.global_batch_size <= 0:
+            raise ConfigError(f"{where}: batch sizes must be positive")
+    if isinstance(obj, LossConfig) and obj.zero_coef < 0:
+        raise ConfigError(f"{where}.zero_coef: must be >= 0")
+    if isinstance(obj, DataConfig) and obj.text_ratio < 0 and obj.text_ratio != -1:
+        raise ConfigError(f"{where}.text_ratio: must be >= 0 or -1")

@@ -1,0 +1,151 @@
+"""The generator's entry points: category quotas, one pair from (seed, index), and the files.
+
+Everything derives from `np.random.default_rng([seed, stream, index])`, so each pair is
+reproducible on its own (`make_example`) and the whole set is byte-identical for a given seed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from basereward.data.pairs import save_pairs
+from basereward.data.regions import GroundedImage, save_regions
+from basereward.data.schema import PreferencePair
+from basereward.data.synthetic.base import Draft, Example
+from basereward.data.synthetic.captions import example_regions
+from basereward.data.synthetic.chart_task import build_chart
+from basereward.data.synthetic.photo_task import build_photo
+from basereward.data.synthetic.shape_tasks import (
+    build_colour,
+    build_count,
+    build_description,
+    build_existence,
+    build_object,
+    build_spatial,
+)
+
+SOURCE = "synthetic"
+
+# Benchmark-style category names; the shares are the defaults when `categories` is None.
+# general/photo is small because there are only ~20 real photos: held-out variety comes from crops.
+CATEGORY_WEIGHTS: dict[str, float] = {
+    "hallucination/object": 0.95 / 7,
+    "hallucination/color": 0.95 / 7,
+    "hallucination/count": 0.95 / 7,
+    "hallucination/existence": 0.95 / 7,
+    "reasoning/spatial": 0.95 / 7,
+    "reasoning/chart": 0.95 / 7,
+    "general/description": 0.95 / 7,
+    "general/photo": 0.05,
+}
+CATEGORIES: tuple[str, ...] = tuple(CATEGORY_WEIGHTS)
+
+# category -> (builder, image format): "png" for rendered scenes, "jpeg" for photos.
+_TASKS: dict[str, tuple[Callable[[np.random.Generator, int], Draft], str]] = {
+    "hallucination/object": (build_object, "png"),
+    "hallucination/color": (build_colour, "png"),
+    "hallucination/count": (build_count, "png"),
+    "hallucination/existence": (build_existence, "png"),
+    "reasoning/spatial": (build_spatial, "png"),
+    "reasoning/chart": (build_chart, "png"),
+    "general/description": (build_description, "png"),
+    "general/photo": (build_photo, "jpeg"),
+}
+assert set(_TASKS) == set(CATEGORIES)
+
+# Separate random streams per purpose (seed, stream[, index]) so none shares draws with another.
+# Stream 2 was the image-shuffling control, now in eval/controls.py.
+_STREAM_PAIRS, _STREAM_CATEGORIES = 0, 1
+
+
+def check_seed(seed: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def assign_categories(n_pairs: int, seed: int, categories: Sequence[str] | None = None) -> list[str]:
+    """Category of each index: exact quotas from the (renormalised) weights, in seeded random order."""
+    names = list(CATEGORIES) if categories is None else list(dict.fromkeys(categories))
+    unknown = [c for c in names if c not in CATEGORY_WEIGHTS]
+    if unknown or not names:
+        raise ValueError(f"unknown or empty categories {unknown or names}; choose from {list(CATEGORIES)}")
+    w = np.array([CATEGORY_WEIGHTS[c] for c in names])
+    w = w / w.sum()
+    # Largest-remainder rounding keeps every category present as soon as n allows it.
+    quota = np.floor(w * n_pairs).astype(int)
+    order = np.argsort(-(w * n_pairs - quota), kind="stable")
+    quota[order[: n_pairs - quota.sum()]] += 1
+    cats = [c for c, q in zip(names, quota) for _ in range(q)]
+    rng = np.random.default_rng([seed, _STREAM_CATEGORIES])
+    return [cats[i] for i in rng.permutation(len(cats))]
+
+
+def make_example(seed: int, index: int, category: str, image_size: int = 224) -> Example:
+    """Build pair `index` of the set generated with `seed` (its category as `assign_categories` gave)."""
+    if category not in _TASKS:
+        raise ValueError(f"unknown category {category!r}; choose from {list(CATEGORIES)}")
+    build, image_format = _TASKS[category]
+    draft = build(np.random.default_rng([seed, _STREAM_PAIRS, index]), image_size)
+    return Example(draft.prompt, draft.chosen, draft.rejected, category, draft.image, image_format, draft.meta)
+
+
+def _save_image(ex: Example, stem: str) -> str:
+    """Write the example's image as `stem`.png or `stem`.jpg; returns the absolute path."""
+    if ex.image_format == "jpeg":
+        path = os.path.abspath(stem + ".jpg")
+        ex.image.save(path, format="JPEG", quality=90)
+    else:
+        path = os.path.abspath(stem + ".png")
+        ex.image.save(path, format="PNG")
+    return path
+
+
+def generate(
+    out_dir: str,
+    n_pairs: int,
+    seed: int,
+    categories: Sequence[str] | None = None,
+    image_size: int = 224,
+    progress: bool = True,
+) -> list[PreferencePair]:
+    """Render `n_pairs` pairs into `out_dir/images/`, write `out_dir/pairs.jsonl`, return the pairs.
+
+    Also writes `out_dir/regions.jsonl`, the grounded captions of every image. Returned pairs carry
+    absolute image paths; the JSONL holds paths relative to `out_dir`. Category shares follow
+    `CATEGORY_WEIGHTS` restricted to `categories` (exact quotas, shuffled).
+    """
+    if n_pairs < 0:
+        raise ValueError(f"n_pairs must be >= 0, got {n_pairs}")
+    check_seed(seed)
+    if image_size < 64:
+        raise ValueError(f"image_size must be >= 64 so shapes stay recognisable, got {image_size}")
+    cats = assign_categories(n_pairs, seed, categories)
+    image_dir = os.path.join(out_dir, "images")
+    os.makedirs(image_dir, exist_ok=True)
+
+    pairs, grounded = [], []
+    bar = tqdm(cats, desc="synthetic pairs", file=sys.stderr, disable=not progress)
+    for index, category in enumerate(bar):
+        ex = make_example(seed, index, category, image_size)
+        pair_id = f"synth-s{seed}-{index:06d}"
+        path = _save_image(ex, os.path.join(image_dir, pair_id))
+        pairs.append(
+            PreferencePair(
+                id=pair_id,
+                prompt=ex.prompt,
+                chosen=ex.chosen,
+                rejected=ex.rejected,
+                images=(path,),
+                source=SOURCE,
+                category=category,
+            )
+        )
+        grounded.append(GroundedImage(path, example_regions(ex, image_size)))
+    save_pairs(pairs, os.path.join(out_dir, "pairs.jsonl"))
+    save_regions(grounded, os.path.join(out_dir, "regions.jsonl"))
+    return pairs

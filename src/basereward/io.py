@@ -1,0 +1,233 @@
+"""Record I/O: the one place that reads JSON / JSONL / Parquet records and writes files atomically.
+
+Readers yield `(where, record)`: `where` names the record for error messages — `file:line` for
+JSONL, `file: item i` for a JSON list, `file: row i` for Parquet. Every problem is a `DataError`
+whose message starts with the file as the caller named it (and the line when there is one):
+`file:line: malformed JSON (...)`, `file:line: not a JSON object (got list)`,
+`file:line: not valid UTF-8 (...)`, `file: file not found`, `file: file is empty (no pairs)`.
+JSONL is streamed line by line (never read whole); a `.gz` suffix is decompressed on the fly.
+
+Writers go through a temporary file in the target's directory and `os.replace`, so a reader
+never sees half a file and a failed write leaves the previous file (or none) in place. JSON is
+written with `allow_nan=False`: a NaN or infinite number is refused with one clear error rather
+than written as the invalid token `NaN`.
+
+Torch-free and independent of the rest of the package (only `errors`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from .errors import DataError
+
+PathLike = str | os.PathLike[str]
+
+SCORES_SUFFIX = ".scores.jsonl"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _open(shown: str) -> BinaryIO:
+    return gzip.open(shown, "rb") if shown.lower().endswith(".gz") else open(shown, "rb")
+
+
+@contextmanager
+def _reading(shown: str, kind: str) -> Iterator[None]:
+    """Turn the OS's reading errors (and a corrupt .gz stream's) into one-line DataErrors."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{shown}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{shown}: is a directory, expected a {kind} file") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{shown}: cannot read file ({exc})") from None
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_record(raw: bytes | str) -> dict[str, Any]:
+    """One JSONL line -> its object; ValueError(reason) for bad UTF-8, malformed JSON or a non-object."""
+    try:
+        row = json.loads(_utf8(raw) if isinstance(raw, bytes) else raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"not a JSON object (got {type(row).__name__})")
+    return row
+
+
+def iter_lines(path: PathLike, empty: str | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of every non-blank line of a (possibly gzipped) text file, streamed.
+
+    File-level problems raise DataError (`file: file not found`, ...). With `empty` set, a file
+    without a non-blank line raises DataError(`file: file is empty (<empty>)`).
+    """
+    shown = os.fspath(path)
+    with _reading(shown, "JSONL"):
+        fh = _open(shown)
+    n = lineno = 0
+    with fh:
+        while True:
+            with _reading(shown, "JSONL"):
+                raw = fh.readline()
+            if not raw:
+                break
+            lineno += 1
+            if raw.strip():
+                n += 1
+                yield lineno, raw.rstrip(b"\r\n")
+    if n == 0 and empty is not None:
+        raise DataError(f"{shown}: file is empty ({empty})")
+
+
+def iter_jsonl(path: PathLike, empty: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`file:line`, record) for each line of a JSONL(.gz) file; the first bad line raises DataError."""
+    shown = os.fspath(path)
+    for lineno, raw in iter_lines(shown, empty=empty):
+        where = f"{shown}:{lineno}"
+        try:
+            record = parse_record(raw)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        yield where, record
+
+
+def read_json(path: PathLike) -> Any:
+    """The JSON document in a (possibly gzipped) file; DataError(`file:line: invalid JSON (...)`)."""
+    shown = os.fspath(path)
+    with _reading(shown, "JSON"), _open(shown) as fh:
+        data = fh.read()
+    try:
+        return json.loads(_utf8(data))
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise DataError(f"{shown}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise DataError(f"{shown}: {exc}") from None
+
+
+def iter_json_list(path: PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`file: item i`, record) for each object of a file holding one JSON list."""
+    shown = os.fspath(path)
+    data = read_json(shown)
+    if not isinstance(data, list):
+        raise DataError(f"{shown}: expected a JSON list of records")
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise DataError(f"{shown}: item {i}: expected a JSON object")
+        yield f"{shown}: item {i}", record
+
+
+def iter_parquet(path: PathLike, batch_size: int = 256) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`file: row i`, record) for each row of a Parquet file, read in batches of `batch_size`."""
+    import pyarrow.parquet as pq
+
+    shown = os.fspath(path)
+    try:
+        pf = pq.ParquetFile(shown)
+    except FileNotFoundError:
+        raise DataError(f"{shown}: file not found") from None
+    except Exception as exc:  # pyarrow raises several types for a corrupt or non-parquet file
+        raise DataError(f"{shown}: not a readable parquet file: {exc}") from None
+    row = 0
+    # Batches keep peak memory near one batch of rows (image bytes can be large).
+    for batch in pf.iter_batches(batch_size=batch_size):
+        for record in batch.to_pylist():
+            yield f"{shown}: row {row}", record
+            row += 1
+
+
+def iter_records(path: PathLike, empty: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) from a `.parquet`, `.jsonl[.gz]` or JSON-list `.json[.gz]` file (by suffix).
+
+    With `empty` set, a file holding no record raises DataError(`file: file is empty (<empty>)`).
+    """
+    shown = os.fspath(path)
+    name = shown.lower().removesuffix(".gz")
+    if name.endswith(".parquet"):
+        records = iter_parquet(shown)
+    elif name.endswith(".jsonl"):
+        records = iter_jsonl(shown)
+    else:
+        records = iter_json_list(shown)
+    n = 0
+    for n, item in enumerate(records, start=1):
+        yield item
+    if n == 0 and empty is not None:
+        raise DataError(f"{shown}: file is empty ({empty})")
+
+
+def scores_path_for(metrics_path: PathLike) -> str:
+    """`M.json` -> `M.scores.jsonl`: the per-item scores file written beside a metrics file."""
+    path = os.fspath(metrics_path)
+    return path.removesuffix(".json") + SCORES_SUFFIX
+
+
+# --------------------------------------------------------------------------------------------
+# Writing (atomic)
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic(path: PathLike, fill: Callable[[TextIO], None]) -> Path:
+    """Write `path` via a temporary file in its directory; on any error the target is untouched."""
+    out = Path(os.fspath(path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name opened with "x" (not mkstemp): the file gets the usual umask permissions.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
+            fill(fh)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _dumps(obj: Any, shown: str, where: str = "", **kwargs: Any) -> str:
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kwargs)
+    except ValueError as exc:
+        # json reports NaN/inf as "Out of range float values are not JSON compliant".
+        if "Out of range float" in str(exc):
+            raise DataError(f"{shown}{where}: cannot write NaN or infinity as JSON") from None
+        raise
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) atomically; returns the path."""
+    return _atomic(path, lambda fh: fh.write(text))
+
+
+def write_json(path: PathLike, obj: Any, indent: int | None = 2, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write one JSON document (UTF-8, trailing newline) atomically; NaN/inf raise DataError."""
+    shown = os.fspath(path)
+    text = _dumps(obj, shown, indent=indent, default=default) + "\n"
+    return write_text(path, text)
+
+
+def write_jsonl(path: PathLike, rows: Iterable[Any]) -> Path:
+    """Write one JSON value per line, streamed, atomically; a NaN/inf raises DataError(`file:line: ...`)."""
+    shown = os.fspath(path)
+
+    def fill(fh: TextIO) -> None:
+        for lineno, row in enumerate(rows, start=1):
+            fh.write(_dumps(row, shown, f":{lineno}") + "\n")
+
+    return _atomic(path, fill)

@@ -1,0 +1,128 @@
+"""mini-vl's collator: groups -> a CPU batch with the full sequences and the shared-prefix layout."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ...data.schema import Group
+from ...errors import ConfigError
+from ..backbone import conversation_text
+from ..common import group_sizes_tensor, pad_right, pad_token_id
+from .vision import image_key, preprocess_image
+
+
+def group_key(group: Group) -> str:
+    """A content hash of a group (image files, prompt, responses)."""
+    h = hashlib.sha1()
+    for img in group.images:
+        if isinstance(img, (str, os.PathLike)):
+            h.update(os.path.realpath(img).encode())
+        else:  # an in-memory image
+            h.update(np.asarray(img).tobytes())
+        h.update(b"\0")
+    for text in (group.prompt, *group.responses):
+        h.update(text.encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+class MiniVLCollator:
+    """Groups -> CPU batch. Holds the tokenizer, the settings and a reference to the backbone's
+    encoder-feature cache (image path -> features), so DataLoader workers pickle no model.
+
+    Sequence = [chat head][image tokens][prompt ... assistant turn] + [response<|im_end|>]. The
+    prefix (everything before the response) is the same for every response of a group. Besides the
+    full sequences (`input_ids`, `attention_mask`, `image_mask`), the batch carries each group's
+    prefix once (`prefix_ids`, `prefix_mask`, `prefix_image_mask`) and the responses alone
+    (`resp_ids`, `resp_mask`) for the shared-prefix forward (models/prefix.py). Images are given as
+    `image_features` (I, cells, C) when every one is in the feature cache, else as `pixel_values`
+    (I, 3, S, S); each group's images once, group by group.
+    """
+
+    def __init__(self, tokenizer: Any, *, max_length: int, system_prompt: str, image_size: int,
+                 tokens_per_image: int, feature_cache: dict[str, torch.Tensor]) -> None:
+        self.tokenizer = tokenizer
+        self.max_length, self.system_prompt = max_length, system_prompt
+        self.image_size, self.tokens_per_image = image_size, tokens_per_image
+        self.feature_cache = feature_cache
+        # Image positions hold the pad id in input_ids (so the ids stay valid) and are
+        # overwritten by the projected image features in forward().
+        self.pad_id = pad_token_id(tokenizer)
+        head, _ = conversation_text("", "", system_prompt)
+        self.head_text = head.split("<|im_start|>user\n", 1)[0] + "<|im_start|>user\n"
+        self.head_ids = tokenizer(self.head_text, add_special_tokens=False)["input_ids"]
+
+    def _token_rows(self, group: Group) -> tuple[list[int], list[int], list[list[int]]]:
+        """(prefix ids, prefix image mask, response ids) of one group, cut to max_length."""
+        tok = self.tokenizer
+        n_img = len(group.images) * self.tokens_per_image
+        prefix_text, _ = conversation_text(group.prompt, "", self.system_prompt)
+        tail = tok(prefix_text[len(self.head_text):], add_special_tokens=False)["input_ids"]
+        answers = [conversation_text("", r)[1] for r in group.responses]
+        resp_ids = tok(answers, add_special_tokens=False)["input_ids"]
+        budget = self.max_length - len(self.head_ids) - n_img
+        longest = max(len(r) for r in resp_ids)
+        if budget < 8:
+            raise ConfigError(f"model.backbone.max_length={self.max_length} leaves no room after the image tokens")
+        # Cut the prompt from the left first (the question's end matters most), then the
+        # start of over-long responses; the chat head and the image tokens always stay.
+        room_for_tail = max(budget - longest, min(len(tail), 8))
+        tail = tail[len(tail) - min(len(tail), room_for_tail):]
+        room_for_resp = budget - len(tail)
+        resp_ids = [r[-room_for_resp:] for r in resp_ids]
+        prefix = self.head_ids + [self.pad_id] * n_img + tail
+        prefix_img = [0] * len(self.head_ids) + [1] * n_img + [0] * len(tail)
+        return prefix, prefix_img, resp_ids
+
+    def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
+        sizes = group_sizes_tensor(groups)
+        images: list[Any] = []
+        image_group: list[int] = []
+        cached: list[torch.Tensor | None] = []
+        prefixes, prefix_img, responses, seq_group, keys = [], [], [], [], []
+        for g_idx, group in enumerate(groups):
+            keys.append(group_key(group))
+            for img in group.images:
+                key = image_key(img) if self.feature_cache else None
+                cached.append(self.feature_cache.get(key) if key is not None else None)
+                images.append(img)
+                image_group.append(g_idx)
+            prefix, mask, resp_ids = self._token_rows(group)
+            prefixes.append(prefix)
+            prefix_img.append(mask)
+            for r in resp_ids:
+                responses.append(r)
+                seq_group.append(g_idx)
+        full = [prefixes[g] + r for g, r in zip(seq_group, responses)]
+        full_img = [prefix_img[g] + [0] * len(r) for g, r in zip(seq_group, responses)]
+        input_ids, attention_mask = pad_right(full, self.pad_id)
+        image_mask, _ = pad_right(full_img, 0)
+        prefix_ids, prefix_mask = pad_right(prefixes, self.pad_id)
+        prefix_image_mask, _ = pad_right(prefix_img, 0)
+        resp_ids_t, resp_mask = pad_right(responses, self.pad_id)
+        batch: dict[str, Any] = {
+            "input_ids": input_ids,  # (N, T) full sequences
+            "attention_mask": attention_mask,
+            "response_lengths": torch.tensor([len(r) for r in responses], dtype=torch.long),
+            "group_sizes": sizes,
+            "seq_group": torch.tensor(seq_group, dtype=torch.long),
+            "image_mask": image_mask.bool(),
+            "image_group": torch.tensor(image_group, dtype=torch.long),
+            "prefix_ids": prefix_ids,  # (G, Tp) one prefix per group
+            "prefix_mask": prefix_mask,
+            "prefix_image_mask": prefix_image_mask.bool(),
+            "resp_ids": resp_ids_t,  # (N, Tr) responses alone
+            "resp_mask": resp_mask,
+            "group_keys": tuple(keys),  # content hashes: what the frozen-trunk cache is keyed by
+        }
+        if images and all(c is not None for c in cached):
+            batch["image_features"] = torch.stack(cached)  # (I, cells, C): the encoder's output, cached
+        elif images:
+            # (I, 3, S, S): each group's images once
+            batch["pixel_values"] = torch.stack([preprocess_image(img, self.image_size) for img in images])
+        return batch

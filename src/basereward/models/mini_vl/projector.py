@@ -1,0 +1,126 @@
+"""mini-vl's projector (image features -> LM input vectors) and the alignment stage that trains it.
+
+`mlp`: each grid cell becomes one free vector (LLaVA). `words`: each cell becomes `slots` soft
+words: the projector scores a small vocabulary of the LM's own input embeddings and the image
+token is the softmax-weighted mean of them, so the LM reads an image as (soft) text. The
+vocabulary is the words of the grounded captions the alignment stage trains on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+BACKGROUND_WORD = "background"  # target of grid cells no region covers
+FILLER = ","  # pads a cell's word slots: a cell reads like "red star ,"
+
+
+def build_projector(in_channels: int, hidden: int, slots: int) -> nn.Sequential:
+    """(I, cells, C) features -> (I, cells, hidden * slots)."""
+    return nn.Sequential(
+        # LayerNorm first: the tapped CNN stages differ in scale by orders of magnitude.
+        nn.LayerNorm(in_channels),
+        nn.Linear(in_channels, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, hidden * slots),
+    )
+
+
+def word_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Token ids of words as they occur inside a sentence (after a space)."""
+    ids: list[int] = []
+    for w in words:
+        ids.extend(tokenizer(w if w == FILLER else " " + w, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def vocabulary_ids(tokenizer: Any, words: Sequence[str]) -> torch.Tensor:
+    """Sorted distinct token ids of `words` plus the background and filler words: (V,)."""
+    ids = word_token_ids(tokenizer, list(words) + [BACKGROUND_WORD, FILLER])
+    return torch.tensor(sorted(set(ids)), dtype=torch.long)
+
+
+def soft_words(out: torch.Tensor, table: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projector output (I, cells, H*slots) and the vocabulary's input embeddings `table` (V, H)
+    -> (image tokens (I, cells*slots, H), word logits (I, cells*slots, V)).
+
+    Each slot's query scores the vocabulary; the token is the softmax-weighted mean of its
+    embeddings: a soft word.
+    """
+    queries = out.reshape(out.shape[0], -1, hidden)
+    logits = queries @ table.t().to(queries.dtype) / hidden ** 0.5
+    return torch.softmax(logits.float(), dim=-1).to(queries.dtype) @ table.to(queries.dtype), logits
+
+
+def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dict[int, int], filler: int) -> torch.Tensor:
+    """(grid*grid, slots) vocabulary positions a grounded image's cells should read.
+
+    A region covers the cells whose centre lies in its box, and always the cell holding its own
+    centre; a cell reads the text of its regions, or "background"; slot k is the k-th token of
+    that text, padded with ",".
+    """
+    g = grid
+    texts: list[list[str]] = [[] for _ in range(g * g)]
+    for reg in item.regions:
+        x0, y0, x1, y1 = reg.box
+        cells = {min(int((y0 + y1) / 2 * g), g - 1) * g + min(int((x0 + x1) / 2 * g), g - 1)}
+        for r in range(g):
+            for c in range(g):
+                if x0 <= (c + 0.5) / g <= x1 and y0 <= (r + 0.5) / g <= y1:
+                    cells.add(r * g + c)
+        for cell in cells:
+            texts[cell].append(reg.text)
+    out = torch.full((g * g, slots), filler, dtype=torch.long)
+    for cell, parts in enumerate(texts):
+        words = " ".join(parts).split() or [BACKGROUND_WORD]
+        ids = [position.get(t, filler) for t in word_token_ids(tokenizer, words)][:slots]
+        out[cell, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def train_alignment(projector: nn.Module, table: torch.Tensor, hidden: int, x: torch.Tensor, y: torch.Tensor, *,
+                    epochs: int, lr: float, seed: int, batch_size: int = 64, progress: bool = True) -> dict[str, float]:
+    """Train `projector` so each cell's soft words predict its targets (cross-entropy per slot).
+
+    x: (N, cells, C) encoder features; y: (N, cells, slots) vocabulary positions; table: (V, H)
+    the vocabulary's input embeddings (not trained here). The projector trains even when reward
+    training keeps it frozen; its requires_grad flags and mode are restored afterwards. The data
+    order comes from a generator seeded with `seed` (the global RNG is not drawn from).
+    """
+    from tqdm.auto import tqdm
+
+    table = table.detach()
+    param = next(projector.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    flags = [p.requires_grad for p in projector.parameters()]
+    for p in projector.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.01)
+    was_training = projector.training
+    projector.train()
+    loss_v, acc_v = float("nan"), float("nan")
+    steps = epochs * math.ceil(len(x) / batch_size)
+    bar = tqdm(total=steps, desc="align: projector", unit="step", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            out = projector(x[idx].to(param.device, param.dtype))
+            _, logits = soft_words(out, table, hidden)
+            tgt = y[idx].to(param.device).reshape(len(idx), -1)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v = float(loss.detach())
+            acc_v = float((logits.argmax(-1) == tgt).float().mean())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.3f}", slot_acc=f"{acc_v:.3f}")
+    bar.close()
+    projector.train(was_training)
+    for p, flag in zip(projector.parameters(), flags):
+        p.requires_grad_(flag)
+    return {"align_loss": loss_v, "align_slot_accuracy": acc_v, "align_images": len(x)}

@@ -1,0 +1,208 @@
+"""The named stages of a training run, in the order `train()` runs them.
+
+    start_run      processes, step plan, output folder, the resolved config on disk
+    build_model    seeded model construction (backbone, then head)
+    optimisation   AdamW + warmup-cosine schedule, with the parameter names checkpoints use
+    resume         weights, optimizer, scheduler, RNG and step from a checkpoint
+    alignment      the backbone's alignment stage on `data.alignment` (fresh runs only)
+    trunk_cache    the backbone's frozen-trunk cache around the fit stage (if its config asks)
+    fit            the optimisation loop (fit.py)
+    validation     `data.validation` through the Scorer (validation.py)
+    save           the final model, its training config and result.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import yaml
+
+from ..config import Config, ConfigError, save_config, to_dict
+from ..data.schema import PreferencePair
+from ..models.backbone import Backbone
+from ..models.reward_model import RewardModel
+from .checkpoint import list_checkpoints, load_optimizer_state, read_checkpoint, set_rng_state, write_checkpoint
+from .plan import StepPlan
+
+
+@dataclass
+class Run:
+    """What every stage of one training run shares."""
+
+    cfg: Config
+    accelerator: Any
+    plan: StepPlan
+    total_steps: int
+    out_dir: Path
+    progress: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def log(self, record: dict) -> None:
+        """Append a line to metrics.jsonl (rank 0 only)."""
+        if self.is_main:
+            with (self.out_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def config_yaml(self) -> str:
+        return yaml.safe_dump(to_dict(self.cfg), sort_keys=False)
+
+
+@dataclass
+class Optimisation:
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    param_names: dict[int, str]
+    """Optimizer parameter index -> parameter name (how checkpoints key the optimizer state)."""
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool) -> Run:
+    from accelerate import Accelerator
+
+    from ..scoring import length_estimate
+
+    tc = cfg.train
+    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision))
+    world = accelerator.num_processes
+    tc.grad_accum_steps(world)  # checks that the global batch splits evenly
+    plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
+                    lengths=tuple(length_estimate(p.to_group()) for p in train_pairs))
+    if plan.steps_per_epoch() == 0:
+        raise ConfigError(
+            f"train.global_batch_size={tc.global_batch_size} is larger than the {len(train_pairs)} training pairs"
+        )
+    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * plan.steps_per_epoch()))
+    run = Run(cfg, accelerator, plan, total_steps, Path(tc.output_dir), progress)
+    if run.is_main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.out_dir / "config.yaml")
+    return run
+
+
+def build_model(cfg: Config, model: RewardModel | None) -> RewardModel:
+    """The model to train: `model` if given, else built after seeding (backbone, then head)."""
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.train.seed)
+    if model is None:
+        model = RewardModel(cfg.model)
+    return model.train()
+
+
+def optimisation(run: Run, model: RewardModel) -> Optimisation:
+    """AdamW over the trainable parameters; the head and projector (new, randomly initialised) may
+    use their own learning rate (`train.head_lr`)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    tc = run.cfg.train
+    fast, slow = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (fast if name.startswith("head.") or ".projector." in f".{name}" else slow).append((name, p))
+    groups, names = [], []
+    for params, group_lr in ((slow, tc.lr), (fast, tc.head_lr or tc.lr)):
+        if params:
+            groups.append({"params": [p for _, p in params], "lr": group_lr, "weight_decay": tc.weight_decay})
+            names.extend(n for n, _ in params)
+    optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+    warmup = int(round(tc.warmup_ratio * run.total_steps))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.total_steps)
+    return Optimisation(optimizer, scheduler, dict(enumerate(names)))
+
+
+def _resume_target(resume: str, out_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(out_dir)
+        return found[-1] if found else None
+    p = Path(resume)
+    if not (p / "trainer_state.json").is_file():
+        raise ConfigError(f"train.resume: {p} is not a checkpoint directory (no trainer_state.json)")
+    return p
+
+
+def resume(run: Run, model: RewardModel, opt: Optimisation) -> tuple[int, dict[str, Any]] | None:
+    """Restore trainable weights (and the backbone's metadata), optimizer, scheduler, RNG and the
+    step counter from `train.resume`; (start step, history), or None for a fresh run."""
+    ckpt = _resume_target(run.cfg.train.resume, run.out_dir)
+    if ckpt is None:
+        return None
+    state, opt_tensors, rng = read_checkpoint(ckpt)
+    model.load_trainable(ckpt / "model")
+    if opt_tensors:
+        load_optimizer_state(opt.optimizer, opt.param_names, opt_tensors, state["optimizer_groups"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(rng)
+    start_step = int(state["step"])
+    if run.is_main:
+        print(f"[basereward] resumed from {ckpt} at step {start_step}/{run.total_steps}", flush=True)
+    return start_step, state.get("history", {})
+
+
+def alignment(run: Run, model: RewardModel) -> dict[str, Any] | None:
+    """The backbone's alignment stage on `data.alignment`; its metrics, or None without the file."""
+    if not run.cfg.data.alignment:
+        return None
+    from ..data.regions import load_regions
+
+    items = load_regions(run.cfg.data.alignment)
+    metrics = model.backbone.align(items, seed=run.cfg.train.seed, progress=run.progress and run.is_main)
+    model.train()
+    return metrics
+
+
+def check_ready(backbone: Backbone) -> None:
+    """A backbone that cannot run before its alignment stage (and did not get one) stops here."""
+    reason = backbone.missing_alignment()
+    if reason:
+        raise ConfigError(f"data.alignment: backbone {backbone.registry_name!r} needs its alignment stage "
+                          f"before training ({reason}); set data.alignment")
+
+
+@contextlib.contextmanager
+def trunk_cache(backbone: Backbone, history: dict[str, Any]) -> Iterator[None]:
+    """The frozen-trunk cache around the fit stage, when the backbone's config turns it on; its
+    summary goes to `history["trunk_cache"]`."""
+    if not backbone.uses_trunk_cache():
+        yield
+        return
+    split = backbone.enable_trunk_cache()
+    try:
+        yield
+    finally:
+        history["trunk_cache"] = {"first_trained_layer": split, "cached_groups": backbone.disable_trunk_cache()}
+
+
+def save_checkpoint(run: Run, step: int, model: RewardModel, opt: Optimisation, state: dict[str, Any]) -> None:
+    run.accelerator.wait_for_everyone()
+    if run.is_main:
+        write_checkpoint(run.out_dir, step, model, opt.optimizer, opt.param_names, opt.scheduler, state,
+                         run.config_yaml(), run.cfg.train.keep_checkpoints)
+    run.accelerator.wait_for_everyone()
+
+
+def save(run: Run, model: RewardModel, result: dict[str, Any]) -> dict[str, Any]:
+    """The final model (with the result), its training config, and result.json; adds model_dir."""
+    model_dir = run.out_dir / "model"
+    if run.is_main:
+        model.save_pretrained(model_dir, extra={"train_result": result})
+        save_config(run.cfg, model_dir / "train_config.yaml")
+        (run.out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    run.accelerator.wait_for_everyone()
+    result["model_dir"] = str(model_dir)
+    return result
