@@ -58,7 +58,7 @@ def _accuracy_table(summary: dict[str, dict]) -> str:
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.pairs import load_pairs
     from .io import write_json, write_jsonl
-    from .scoring import load_scorer
+    from .load import load_scorer
 
     pairs = load_pairs(args.pairs, on_error=args.on_error)
     if args.shuffle_images:
@@ -79,7 +79,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import format_table, run_benchmark
-    from .scoring import load_scorer
+    from .load import load_scorer
 
     scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
     metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit)

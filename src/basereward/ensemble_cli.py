@@ -29,7 +29,7 @@ def run_ensemble_command(args: argparse.Namespace) -> int:
     from .data.pairs import load_pairs
     from .ensemble import Ensemble, ModalityRouter, fit, sample_validation
     from .errors import BaseRewardError
-    from .scoring import load_scorer
+    from .load import load_scorer
 
     out = Path(args.output)
     needs_val = args.method != "mean" or args.normalize

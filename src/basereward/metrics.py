@@ -9,7 +9,8 @@ reports, training validation, the demo) is computed here.
   rewards, gap = mean chosen - mean rejected.
 * `length_bias`: Pearson r between reward and length over all responses (chosen and rejected
   pooled); accuracy on pairs whose chosen response is shorter / longer (equal lengths counted,
-  not scored). Unknown lengths are NaN and leave their pair out.
+  not scored). Unknown lengths are NaN and leave their pair out. `prefers_longer`: how often
+  the longer response of a pair wins, whichever side it is on.
 * `calibration`: p = sigmoid(r_first - r_second) with each pair's order randomised by a seeded
   coin (so p < 0.5 occurs), y = 1 when the first-listed response is the chosen one; ten
   equal-width bins over [0, 1] (the last includes 1); ECE = sum_b (n_b / N) |mean y_b - mean p_b|.
@@ -113,6 +114,19 @@ def length_bias(chosen, rejected, len_chosen, len_rejected, unit: str = "words")
         "chosen_longer": _masked_accuracy(lc > lr, ok),
         "equal_length": int((lc == lr).sum()),
     }
+
+
+def prefers_longer(chosen, rejected, len_chosen, len_rejected) -> float | None:
+    """Among pairs of unequal length, the fraction whose longer response gets the strictly
+    higher reward: the length-bias signature (None when every pair has equal lengths)."""
+    c, r = _pair_arrays(chosen, rejected)
+    lc, lr = _pair_arrays(len_chosen, len_rejected)
+    unequal = lc != lr
+    if not unequal.any():
+        return None
+    long_r = np.where(lc > lr, c, r)[unequal]
+    short_r = np.where(lc > lr, r, c)[unequal]
+    return float((long_r > short_r).mean())
 
 
 def randomized_order(n: int, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ from basereward.data.schema import PreferencePair
 from basereward.eval import format_table
 from basereward.eval.benchmarks import rm_bench
 from basereward.models.reward_model import RewardModel
-from basereward.scoring import load_scorer
+from basereward.load import load_scorer
 
 
 def _model(tmp, backbone_dir, name, arch, seed):

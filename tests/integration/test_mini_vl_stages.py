@@ -262,6 +262,32 @@ def test_trunk_cache_gives_the_rewards_and_gradients_of_the_full_model():
         model.backbone.disable_trunk_cache()
 
 
+def test_trunk_states_filled_by_scoring_serve_training_and_survive_a_kept_store():
+    from basereward.scoring import Scorer
+
+    model = _trunk_model()
+    gs = groups()
+    ref_r, ref_g = _rewards_and_grads(model, gs)
+    scorer = Scorer(model, batch_size=16)
+    plain = scorer.score_groups(gs)
+    model.backbone.keep_trunk_states()
+    model.backbone.enable_trunk_cache()
+    cached = scorer.score_groups(gs)  # fills the store under inference_mode
+    model.backbone.disable_trunk_cache()
+    assert model.backbone.enable_trunk_cache() == 2
+    try:
+        torch.testing.assert_close(torch.tensor(sum(cached, [])), torch.tensor(sum(plain, [])), atol=1e-5, rtol=0)
+        # Training on states stored by scoring: a normal autograd graph, the full model's gradients.
+        model.train()
+        r, g = _rewards_and_grads(model, gs)
+        torch.testing.assert_close(r, ref_r, atol=1e-5, rtol=0)
+        for n in ref_g:
+            torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)
+    finally:
+        # The kept store still holds the 3 groups after the second enable (nothing recomputed).
+        assert model.backbone.disable_trunk_cache() == 3
+
+
 def test_trunk_cache_refuses_a_trunk_that_trains():
     model = _trunk_model(train_projector=True)
     with pytest.raises(ConfigError, match="train_projector=false"):

@@ -43,7 +43,7 @@ class TableScorer:
 
 
 def fake_loader(path: str) -> TableScorer:
-    """Stands in for scoring.load_scorer: a member "model" is a JSON file of TableScorer args."""
+    """Stands in for basereward.load.load_scorer: a member "model" is a JSON file of TableScorer args."""
     with open(path) as f:
         return TableScorer(**json.load(f))
 

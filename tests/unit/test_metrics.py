@@ -138,3 +138,13 @@ def test_pair_sums_by_hand_and_across_shards():
     assert from_sums(pair_sums([], [])) == {"loss": None, "accuracy": None, "reward_gap": None, "count": 0}
     # Large margins stay finite (no overflow in exp).
     assert pair_sums([-1000.0], [1000.0])["loss_sum"] == pytest.approx(2000.0)
+
+
+def test_prefers_longer_by_hand():
+    # lengths (c, r): (5, 2) longer=chosen wins; (1, 9) longer=rejected wins (r > c);
+    # (3, 3) equal, left out; (8, 4) longer=chosen loses; (2, 7) longer=rejected ties -> not a win.
+    chosen = [1.0, 0.0, 9.0, -1.0, 0.5]
+    rejected = [0.0, 2.0, 0.0, 3.0, 0.5]
+    lc, lr = [5, 1, 3, 8, 2], [2, 9, 3, 4, 7]
+    assert metrics.prefers_longer(chosen, rejected, lc, lr) == 2 / 4
+    assert metrics.prefers_longer([1.0], [0.0], [3], [3]) is None

@@ -1,7 +1,7 @@
 """Ensembles on disk: one directory with `ensemble.json`; members are referenced by path.
 
 Members are loaded with an injected `loader(path) -> RewardSource` (the CLI passes
-`scoring.load_scorer`), so this package never imports torch. A member path that is itself an
+`basereward.load.load_scorer`), so this package never imports torch. A member path that is itself an
 ensemble directory is loaded here, recursively, so the loader only ever loads single models.
 """
 

@@ -128,12 +128,14 @@ class TrunkCache:
     layers [split, L) + norm on them, with the rewards and gradients of the full model.
     """
 
-    def __init__(self, lm: nn.Module, split: int) -> None:
+    def __init__(self, lm: nn.Module, split: int,
+                 store: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] | None = None) -> None:
         n = len(decoder_layers(text_model(lm)))
         self.lm, self.split = lm, split
         self.bottom = DecoderRange(lm, 0, split, norm=False)
         self.top = DecoderRange(lm, split, n, norm=True)
-        self.store: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        # A store handed in by the caller outlives this cache (several runs on one frozen trunk).
+        self.store = store if store is not None else {}
 
     def __len__(self) -> int:
         return len(self.store)
@@ -158,8 +160,11 @@ class TrunkCache:
                 prefix_h, resp_h = shared_prefix_forward(self.bottom, new_cache(self.lm), batch, prefix_embeds(),
                                                          {"input_ids": batch["resp_ids"]})
             p_len, r_len = prefix_mask.sum(1).tolist(), resp_mask.sum(1).tolist()
-            for g, key in enumerate(keys):
-                store[key] = (prefix_h[g, : p_len[g]].cpu().clone(),
-                              [resp_h[n, : r_len[n]].cpu().clone() for n in members[g]])
+            # Stored as normal tensors even when filled under inference_mode (scoring), so that a
+            # later training visit can use them in autograd.
+            with torch.inference_mode(False):
+                for g, key in enumerate(keys):
+                    store[key] = (prefix_h[g, : p_len[g]].cpu().clone(),
+                                  [resp_h[n, : r_len[n]].cpu().clone() for n in members[g]])
         _, hidden = shared_prefix_forward(self.top, new_cache(self.lm), batch, prefix_h, {"inputs_embeds": resp_h})
         return hidden  # (N, Tr, H)

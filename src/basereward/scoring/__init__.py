@@ -1,7 +1,6 @@
 """Scoring: the one reward interface (`RewardSource`, `ScoringMixin`) and the torch `Scorer`.
 
-`from basereward.scoring import Scorer, load_scorer, length_estimate, default_device` works as
-before, but torch is only imported when one of those names is first used: the interface (and
+`from basereward.scoring import Scorer, length_estimate, default_device` works as before, but torch is only imported when one of those names is first used: the interface (and
 the torch-free ensembles built on it) must not pull in a model framework.
 """
 
@@ -11,7 +10,7 @@ from typing import Any
 
 from .interface import RewardSource, ScoreShapeError, ScoringMixin, check_scores, score_checked, score_pairs
 
-_TORCH_NAMES = ("Scorer", "load_scorer", "length_estimate", "default_device")
+_TORCH_NAMES = ("Scorer", "length_estimate", "default_device")
 
 __all__ = [
     "RewardSource", "ScoreShapeError", "ScoringMixin", "check_scores", "score_checked", "score_pairs", *_TORCH_NAMES,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import torch
 
@@ -101,17 +100,3 @@ def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="group", dynamic_ncols=True)
-
-
-def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = None,
-                progress: bool = False) -> ScoringMixin:
-    """A Scorer for a saved model directory, or the combined source of an ensemble directory."""
-    # The one upward reference: a directory may hold an ensemble. The ensemble package is
-    # torch-free and takes this function as its member loader, so nested ensembles load here.
-    from ..ensemble import is_ensemble_dir, load_combined
-
-    if is_ensemble_dir(str(path)):
-        return load_combined(str(path), loader=lambda p: load_scorer(p, batch_size, device, progress))
-    model = RewardModel.from_pretrained(path)
-    return Scorer(model, batch_size=batch_size, device=device or default_device(), progress=progress,
-                  name=Path(path).name)

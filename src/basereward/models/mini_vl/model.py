@@ -77,6 +77,7 @@ class MiniVL(Backbone):
                                        image_size=mv.image_size, tokens_per_image=self.tokens_per_image,
                                        feature_cache=self.feature_cache)
         self._trunk: TrunkCache | None = None
+        self._trunk_stores: dict[int, dict] | None = None
 
     def base_weights_id(self) -> str:
         return self.cfg.path or "embedded:smollm2-135m-instruct+efficientnet-lite0"
@@ -174,7 +175,7 @@ class MiniVL(Backbone):
         """Hidden states aligned with `pool_mask(batch)`: responses only when sharing the prefix."""
         if not self.shares_prefix():
             return self._forward_full(batch)
-        if self._trunk is not None and self.training:
+        if self._trunk is not None:  # exact in training and in scoring alike
             return self._trunk.forward(batch, lambda: self._prefix_embeds(batch))
         _, hidden = shared_prefix_forward(lm_runner(self.lm), new_cache(self.lm), batch, self._prefix_embeds(batch),
                                           {"input_ids": batch["resp_ids"]})
@@ -230,8 +231,16 @@ class MiniVL(Backbone):
                               "set model.backbone.mini_vl.train_projector=false")
         if float(getattr(self.lm.config, "attention_dropout", 0.0) or 0.0) > 0:
             raise ConfigError(f"{key}: the LM uses attention dropout, so its trunk is not deterministic")
-        self._trunk = TrunkCache(self.lm, split)
+        store = self._trunk_stores.setdefault(split, {}) if self._trunk_stores is not None else None
+        self._trunk = TrunkCache(self.lm, split, store)
         return split
+
+    def keep_trunk_states(self) -> None:
+        """Keep the cached trunk states across enable/disable (several training runs on this one
+        backbone, e.g. ablations that retrain the top layers and heads). Valid only while the frozen
+        part never changes between the runs; the states are keyed by the first trained layer."""
+        if self._trunk_stores is None:
+            self._trunk_stores = {}
 
     def disable_trunk_cache(self) -> int:
         n = len(self._trunk) if self._trunk is not None else 0

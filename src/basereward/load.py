@@ -1,0 +1,25 @@
+"""Load whatever reward source a directory holds: a saved model or an ensemble / router.
+
+It sits above both `scoring` (the `Scorer` of one model) and `ensemble` (combinations, which take
+this function as their member loader, so nested ensembles load too): neither imports the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ensemble import is_ensemble_dir, load_combined
+from .scoring import RewardSource
+
+
+def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = None,
+                progress: bool = False) -> RewardSource:
+    """A `Scorer` for a saved model directory, or the combined source of an ensemble directory."""
+    if is_ensemble_dir(str(path)):
+        return load_combined(str(path), loader=lambda p: load_scorer(p, batch_size, device, progress))
+    from .models.reward_model import RewardModel
+    from .scoring.scorer import Scorer, default_device
+
+    model = RewardModel.from_pretrained(path)
+    return Scorer(model, batch_size=batch_size, device=device or default_device(), progress=progress,
+                  name=Path(path).name)
