@@ -84,17 +84,6 @@ def summarise(runs: Sequence[dict], keys: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def finite(obj: Any) -> Any:
-    """A copy with NaN/inf floats as None, so the results file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
-
-
 # ------------------------------------------------------------------------------------- findings
 def _by_name(rows: list[dict]) -> dict[str, dict]:
     return {r["cell"]["name"]: r for r in rows}
@@ -184,17 +173,23 @@ def _pct(s: dict | None) -> str:
     return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
+def _num(s: dict | None) -> str:
+    if not s or s.get("mean") is None or not math.isfinite(s["mean"]):
+        return "n/a"
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
 def _mixed_row(r: dict, label: str) -> str:
     s = r["summary"]
     return (f"| {r['cell']['name']} | {label} | {_pct(s['visual_test']['accuracy'])} | "
-            f"{_pct(s['hh_val']['accuracy'])} | {_pct(s['mean_accuracy'])} | {_pct(s['train_accuracy'])} |")
+            f"{_pct(s['hh_val']['accuracy'])} | {_pct(s['mean_accuracy'])} | {_num(s['train_loss'])} |")
 
 
 def to_markdown(results: dict) -> str:
     """One table per ablation (a row a cell) and a line per finding."""
     setup, data, tables = results["setup"], results["data"], results["tables"]
     seeds = ", ".join(map(str, setup["seeds"]))
-    head = ["| cell | {} | visual test | HH val | mean | train acc |", "|---|---|---:|---:|---:|---:|"]
+    head = ["| cell | {} | visual test | HH val | mean | final train loss |", "|---|---|---:|---:|---:|---:|"]
     lines = [
         "# BaseReward ablations in miniature (real trainer, real Scorer)",
         "",
@@ -214,7 +209,7 @@ def to_markdown(results: dict) -> str:
     lines += [_mixed_row(r, "yes" if r["cell"]["length_norm"] else "no") for r in tables["length_norm"]]
     lines += ["", f"## (d) Length bias (train: HH only, {100 * LONG_FRACTION:.0f}% chosen-longer subset; "
               "eval: HH val)", "",
-              "| cell | train pairs | train chosen-longer | HH val | HH val prefers longer | train acc |",
+              "| cell | train pairs | train chosen-longer | HH val | HH val prefers longer | final train loss |",
               "|---|---:|---:|---:|---:|---:|"]
     stats = data.get("length_stats", {})
     stat_key = {"hh": "hh_train", "hh-biased": "hh_biased", "hh-balanced": "hh_balanced"}
@@ -223,7 +218,7 @@ def to_markdown(results: dict) -> str:
         cl = f"{100 * st['chosen_longer']:.1f}%" if "chosen_longer" in st else "?"
         s = r["summary"]["hh_val"]
         lines.append(f"| {r['cell']['name']} | {r['n_train']} | {cl} | {_pct(s['accuracy'])} | "
-                     f"{_pct(s.get('prefers_longer'))} | {_pct(r['summary']['train_accuracy'])} |")
+                     f"{_pct(s.get('prefers_longer'))} | {_num(r['summary']['train_loss'])} |")
     lines += ["", "## Did the paper's direction reproduce?", ""]
     lines += [f"- {finding_line(f)}" for f in results["findings"]]
     if len(setup["seeds"]) == 1:

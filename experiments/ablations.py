@@ -36,15 +36,15 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_tables import (LONG_FRACTION, Cell, build_tables, findings, finite, run_tables,  # noqa: E402
-                             summarise, to_markdown)
+from ablation_tables import (LONG_FRACTION, Cell, build_tables, findings, run_tables, summarise,  # noqa: E402
+                             to_markdown)
 
 from basereward import metrics  # noqa: E402
 from basereward.config import Config, HeadConfig, LossConfig, ModelConfig, TrainConfig  # noqa: E402
 from basereward.data.schema import PreferencePair  # noqa: E402
 
 SYNTH_TRAIN_SEED, SYNTH_TEST_SEED = 10, 11  # disjoint from the demo's generator seeds 0, 1, 2
-FULL = {"n_train": 600, "n_test": 300, "hh_train": 600, "hh_val": 0, "seeds": [0, 1]}
+FULL = {"n_train": 400, "n_test": 300, "hh_train": 400, "hh_val": 0, "seeds": [0, 1]}
 QUICK = {"n_train": 32, "n_test": 16, "hh_train": 48, "hh_val": 16, "seeds": [0]}
 
 
@@ -92,7 +92,12 @@ def cell_config(setup: Setup, cell: Cell, seed: int) -> Config:
     head = dataclasses.replace(setup.base.head, num_layers=cell.num_layers, activation=cell.activation)
     kind = "mixed" if cell.train_set == "mixed" else "hh"
     out = setup.work_dir / "runs" / f"{cell.name.replace(' ', '_')}-s{seed}"
-    train = dataclasses.replace(setup.train, output_dir=str(out), seed=seed, max_steps=setup.steps[kind])
+    # A set smaller than a global batch (a tiny balanced subset) steps on all of its pairs at once.
+    n = len(setup.train_sets[cell.train_set])
+    micro = min(setup.train.micro_batch_size, n)
+    batch = min(setup.train.global_batch_size, n // micro * micro)
+    train = dataclasses.replace(setup.train, output_dir=str(out), seed=seed, max_steps=setup.steps[kind],
+                                global_batch_size=batch, micro_batch_size=micro)
     return Config(model=dataclasses.replace(setup.base, head=head), loss=LossConfig(zero_coef=cell.zero_coef,
                   length_norm=cell.length_norm), train=train)
 
@@ -127,7 +132,6 @@ def run_once(setup: Setup, cell: Cell, seed: int) -> dict[str, Any]:
     setup.backbone.enable_trunk_cache()  # scoring reads the kept trunk states too
     try:
         scorer = Scorer(model, batch_size=32)
-        run["train_accuracy"] = evaluate(scorer, pairs)["accuracy"]
         kind = "mixed" if cell.train_set == "mixed" else "hh"
         for name, eval_pairs in setup.eval_sets[kind].items():
             run[name] = evaluate(scorer, eval_pairs)
@@ -146,7 +150,7 @@ def run_cell(setup: Setup, cell: Cell) -> dict[str, Any]:
             f"{k} {100 * v['accuracy']:.1f}" for k, v in runs[-1].items() if isinstance(v, dict))
             + f" ({runs[-1]['train_seconds']:.0f} s)")
     kind = "mixed" if cell.train_set == "mixed" else "hh"
-    keys = ["train_loss", "train_accuracy", *setup.eval_sets[kind]] + (["mean_accuracy"] if kind == "mixed" else [])
+    keys = ["train_loss", *setup.eval_sets[kind]] + (["mean_accuracy"] if kind == "mixed" else [])
     return {"cell": dataclasses.asdict(cell), "n_train": len(setup.train_sets[cell.train_set]), "runs": runs,
             "summary": summarise(runs, keys)}
 
@@ -170,6 +174,10 @@ def build_setup(args: argparse.Namespace) -> tuple[Setup, dict[str, Any]]:
     hh_train, hh_val = hh_train[: args.hh_train or None], hh_val[: args.hh_val or None]
     hh_biased = bias_by_length(hh_train, long_fraction=LONG_FRACTION, seed=args.data_seed, log=log)
     hh_balanced = balance_length(hh_biased, seed=args.data_seed, log=log)
+    for name, got in (("--n-train", vis_train), ("--n-test", vis_test), ("HH-RLHF train", hh_train),
+                      ("HH-RLHF validation", hh_val)):
+        if len(got) < 2:
+            raise SystemExit(f"[ablations] {name}: {len(got)} pairs; every set needs at least 2")
     # MM:text = 1:0.5 (the paper's mix): half as many HH pairs as visual ones.
     mixed = vis_train + hh_train[: len(vis_train) // 2]
     base, backbone = start_backbone(args.model, args.train_lm_layers)
@@ -197,14 +205,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", required=True, help="a trained mini-vl model with the words projector (runs/demo/model)")
     ap.add_argument("--out", default="experiments/results/ablations", help="where ablations.json/.md go")
     ap.add_argument("--cache-dir", default="runs/ablations", help="generated pairs and per-run outputs")
-    ap.add_argument("--n-train", type=int, help="visual train pairs (generator seed 10) [600; quick 32]")
+    ap.add_argument("--n-train", type=int, help="visual train pairs (generator seed 10) [400; quick 32]")
     ap.add_argument("--n-test", type=int, help="visual test pairs (generator seed 11) [300; quick 16]")
-    ap.add_argument("--hh-train", type=int, help="first N HH-RLHF train pairs, 0 = all [600; quick 48]")
+    ap.add_argument("--hh-train", type=int, help="first N HH-RLHF train pairs, 0 = all [400; quick 48]")
     ap.add_argument("--hh-val", type=int, help="first N HH-RLHF validation pairs, 0 = all [all; quick 16]")
     ap.add_argument("--hh-path", default=None, help="HH-RLHF jsonl(.gz) [the shared file]")
     ap.add_argument("--seeds", type=int, nargs="+", help="head init and data order seeds [0 1; quick 0]")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the HH split and the length resampling")
-    ap.add_argument("--train-lm-layers", type=int, default=2, help="top LM layers each run trains [%(default)s]")
+    ap.add_argument("--train-lm-layers", type=int, default=1, help="top LM layers each run trains [%(default)s]")
     ap.add_argument("--epochs", type=float, default=1.0, help="steps per table = epochs over its largest set")
     ap.add_argument("--lr", type=float, default=3e-4, help="LM learning rate (the demo's) [%(default)s]")
     ap.add_argument("--head-lr", type=float, default=1e-3, help="head learning rate (the demo's) [%(default)s]")
@@ -220,7 +228,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from basereward.io import write_json, write_text
+    from basereward.io import finite, write_json, write_text
 
     args = parse_args(argv)
     t0 = time.time()

@@ -19,7 +19,7 @@ from typing import Any
 from .config import load_config
 from .data.schema import PreferencePair
 from .errors import BaseRewardError
-from .io import write_json
+from .io import finite, write_json
 from .metrics import accuracy_by_key, pair_accuracy
 from .scoring.interface import RewardSource, score_pairs
 
@@ -120,7 +120,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         "model_dir": str(model_dir),
     }
     # default=str: the training result holds paths.
-    write_json(out / "results.json", results, default=str)
+    write_json(out / "results.json", finite(results), default=str)
     print("[demo] 4/4 results")
     rows = results["accuracy"]
     width = max(len(k) for k in rows)

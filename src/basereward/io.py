@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -231,3 +232,23 @@ def write_jsonl(path: PathLike, rows: Iterable[Any]) -> Path:
             fh.write(_dumps(row, shown, f":{lineno}") + "\n")
 
     return _atomic(path, fill)
+
+
+def append_jsonl(path: PathLike, row: Any) -> None:
+    """Append one JSON line (a log such as metrics.jsonl: each line is whole or absent)."""
+    shown = os.fspath(path)
+    line = _dumps(row, shown) + "\n"
+    with open(shown, "a", encoding="utf-8", newline="\n") as fh:
+        fh.write(line)
+
+
+def finite(obj: Any) -> Any:
+    """A copy of plain JSON data with NaN / infinity floats as None (null): for results that must
+    be saved even when a run diverged, instead of refusing them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

@@ -75,7 +75,6 @@ def test_a_run_on_kept_trunk_states_equals_a_run_on_a_fresh_backbone(abl, aligne
         assert run["train_loss"] == pytest.approx(first["train_loss"], abs=1e-5)
         for key in ("visual_test", "hh_val"):
             assert run[key]["accuracy"] == first[key]["accuracy"]
-        assert run["train_accuracy"] == first["train_accuracy"]
     assert len(shared.backbone._trunk_stores[2]) > 0  # noqa: SLF001 - the states were kept (layer 2 trains)
 
 

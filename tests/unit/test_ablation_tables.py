@@ -99,8 +99,3 @@ def test_noise_band_from_the_seed_spread(tables):
     # se = 100 * sqrt((0.02^2 + 0.02^2) / 2) = 2 points; the band is 2 se = 4 points.
     assert d["noise_2se_points"] == pytest.approx(4.0) and d["within_noise"]
     assert not tables.diff({"mean": 0.6, "std": 0}, {"mean": 0.5, "std": 0}, n_seeds=1)["within_noise"]
-
-
-def test_finite_makes_strict_json(tables):
-    assert tables.finite({"a": [float("nan"), 1.0], "b": float("inf"), "c": "x"}) == {"a": [None, 1.0], "b": None,
-                                                                                         "c": "x"}

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from basereward.data.schema import PreferencePair
+from basereward.errors import DataError
 from basereward.eval.controls import shuffle_images
 
 PINNED_SEED0 = ["/img/3.png", "/img/2.png", "/img/1.png", "/img/0.png", "/img/5.png", "/img/4.png"]
@@ -37,12 +38,12 @@ def test_shuffle_images_keeps_the_generator_era_permutation():
 
 def test_shuffle_images_refuses_impossible_inputs():
     a, b = _pair("a", "/a.png"), _pair("b", "/b.png")
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(DataError, match="at least two"):
         shuffle_images([a], seed=0)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(DataError, match="seed"):
         shuffle_images([a, b], seed=-1)
     # Two pairs share /a.png, so both would need /b.png.
-    with pytest.raises(ValueError, match="duplicates"):
+    with pytest.raises(DataError, match="duplicates"):
         shuffle_images([a, replace(a, id="a2"), b], seed=0)
     swapped = shuffle_images([a, b], seed=0)
     assert [p.images for p in swapped] == [("/b.png",), ("/a.png",)]

@@ -177,3 +177,16 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         write_json(target, {"x": object()})
     assert target.read_text() == '{"v": 1}\n'
     assert _leftovers(tmp_path) == []
+
+
+def test_finite_and_append_jsonl(tmp_path):
+    from basereward.io import append_jsonl, finite, iter_jsonl
+
+    assert finite({"a": [float("nan"), 1.0], "b": float("inf"), "c": "x"}) == {"a": [None, 1.0], "b": None, "c": "x"}
+    log = tmp_path / "metrics.jsonl"
+    append_jsonl(log, {"step": 1})
+    append_jsonl(log, {"step": 2})
+    assert [r for _, r in iter_jsonl(log)] == [{"step": 1}, {"step": 2}]
+    with pytest.raises(DataError, match="cannot write NaN"):
+        append_jsonl(log, {"step": float("nan")})
+    assert [r["step"] for _, r in iter_jsonl(log)] == [1, 2]  # the refused line was never written

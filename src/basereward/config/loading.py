@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import ConfigError
+from ..io import write_json, write_text
 from .compat import check_moved_keys
 from .schema import Config, validate
 
@@ -171,6 +172,6 @@ def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as JSON (or YAML when the suffix is .yaml)."""
     p = Path(path)
     if p.suffix in (".yaml", ".yml"):
-        p.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_text(p, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     else:
-        p.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        write_json(p, to_dict(cfg))

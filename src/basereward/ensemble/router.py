@@ -8,7 +8,7 @@ from typing import Any
 
 from ..data.schema import Group
 from ..errors import BaseRewardError
-from ..scoring.interface import RewardSource, ScoringMixin
+from ..scoring.interface import RewardSource, ScoringMixin, scores_with_uncertainty
 from . import storage
 from .storage import Loader
 
@@ -62,12 +62,7 @@ class ModalityRouter(ScoringMixin):
         """Scores plus the routed member's spread (0 for a single model: nothing to disagree with)."""
 
         def call(source: Any, gs: list[Group]) -> list[tuple[list[float], list[float]]]:
-            with_spread = getattr(source, "score_groups_with_uncertainty", None)
-            if with_spread is not None:  # an Ensemble (or a nested router)
-                scores, spread = with_spread(gs)
-            else:
-                scores = source.score_groups(gs)
-                spread = [[0.0] * len(s) for s in scores]
+            scores, spread = scores_with_uncertainty(source, gs)
             return list(zip(scores, spread))
 
         both = self._route(groups, call)
@@ -95,7 +90,12 @@ class ModalityRouter(ScoringMixin):
     def from_json(cls, spec: dict[str, Any], directory: str, loader: Loader) -> "ModalityRouter":
         if spec.get("kind") != "router":
             raise BaseRewardError(f"{directory}: {storage.ENSEMBLE_FILE} has kind {spec.get('kind')!r}, not 'router'")
-        t, m = spec["text"], spec["multimodal"]
+        try:
+            t, m = spec["text"], spec["multimodal"]
+            t["path"], t["name"], m["path"], m["name"]
+        except (KeyError, TypeError):
+            raise BaseRewardError(f"{directory}: {storage.ENSEMBLE_FILE} needs \"text\" and \"multimodal\" members, "
+                                  "each with a name and a path") from None
         return cls(
             storage.load_member(t["path"], directory, loader),
             storage.load_member(m["path"], directory, loader),

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from basereward.data.schema import PreferencePair
+from basereward.errors import DataError
 
 # Draws come from default_rng([seed, 2]): the stream number the control had inside the synthetic
 # generator, kept so that a given seed still gives the same permutation (and the same accuracy).
@@ -27,9 +28,9 @@ def shuffle_images(pairs: Sequence[PreferencePair], seed: int) -> list[Preferenc
     """
     n = len(pairs)
     if n < 2:
-        raise ValueError("shuffle_images needs at least two pairs to swap images")
+        raise DataError("shuffle_images needs at least two pairs to swap images")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng([seed, _SHUFFLE_STREAM])
     own = [p.images for p in pairs]
     # Rejection sampling: a uniform permutation is a derangement with probability ~1/e, so this
@@ -38,4 +39,4 @@ def shuffle_images(pairs: Sequence[PreferencePair], seed: int) -> list[Preferenc
         perm = rng.permutation(n)
         if all(int(j) != i and own[int(j)] != own[i] for i, j in enumerate(perm)):
             return [replace(p, images=own[int(j)]) for p, j in zip(pairs, perm)]
-    raise ValueError("could not find a permutation that changes every pair's image (too many duplicates)")
+    raise DataError("could not find a permutation that changes every pair's image (too many duplicates)")

@@ -163,7 +163,7 @@ class Backbone(nn.Module):
 
     def enable_trunk_cache(self) -> int:
         """Start caching the frozen trunk during training; returns the first trained layer."""
-        raise self._unsupported("trunk_cache", "cache_trunk")
+        raise self._unsupported("trunk_cache", "model.backbone.mini_vl.cache_trunk")
 
     def disable_trunk_cache(self) -> int:
         """Stop caching and free the cached states; returns how many groups were cached."""

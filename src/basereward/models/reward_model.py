@@ -11,7 +11,6 @@ Saved layout (safetensors only, never pickle):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,6 +21,7 @@ from torch import nn
 from ..config import ModelConfig, from_dict, to_dict, upgrade_saved_model
 from ..data.schema import Group
 from ..errors import BaseRewardError
+from ..io import finite, read_json, write_json
 from .backbone import Backbone, build_backbone, last_token_index
 from .head import RewardHead
 
@@ -97,7 +97,7 @@ class RewardModel(nn.Module):
             "backbone_tensors": sorted(bb_state),
             **(extra or {}),
         }
-        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(out / CONFIG_NAME, finite(meta))
         return out
 
     def load_trainable(self, model_dir: str | Path) -> None:
@@ -135,11 +135,9 @@ def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any
     cfg_path = d / CONFIG_NAME
     if not cfg_path.is_file():
         raise BaseRewardError(f"{d}: not a basereward model directory (no {CONFIG_NAME})")
-    meta = json.loads(cfg_path.read_text())
+    meta = read_json(cfg_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise BaseRewardError(f"{cfg_path}: not a basereward model config (no \"model\" section)")
     model, legacy = upgrade_saved_model(meta["model"])
     cfg = from_dict(ModelConfig, model, where=f"{cfg_path}:model")
     return cfg, {**legacy, **meta.get("backbone_metadata", {})}
-
-
-def is_model_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_NAME).is_file()

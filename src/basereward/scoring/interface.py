@@ -42,6 +42,11 @@ class ScoringMixin(ABC):
         """(chosen reward, rejected reward) for each pair."""
         return score_pairs(self, pairs)
 
+    def score_groups_with_uncertainty(self, groups: Sequence[Group]) -> tuple[list[list[float]], list[list[float]]]:
+        """Scores and an uncertainty per score: 0 for one model (nothing to disagree with);
+        ensembles override it with their members' spread."""
+        return scores_with_uncertainty(self, groups)
+
     def score_responses(self, prompt: str, images: Sequence[Any], responses: Sequence[str]) -> list[float]:
         """Rewards of several responses to one prompt (one group: its images are encoded once)."""
         if not responses:
@@ -70,3 +75,13 @@ def score_checked(source: RewardSource, groups: Sequence[Group], name: str = "re
 def score_pairs(source: RewardSource, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
     """(chosen reward, rejected reward) for each pair, from any reward source."""
     return [(s[0], s[1]) for s in score_checked(source, [p.to_group() for p in pairs], "reward source")]
+
+
+def scores_with_uncertainty(source: RewardSource, groups: Sequence[Group]) -> tuple[list[list[float]], list[list[float]]]:
+    """`source.score_groups_with_uncertainty` for a ScoringMixin that overrides it (an ensemble),
+    else its scores with an uncertainty of 0."""
+    if isinstance(source, ScoringMixin) and type(source).score_groups_with_uncertainty is not \
+            ScoringMixin.score_groups_with_uncertainty:
+        return source.score_groups_with_uncertainty(groups)
+    scores = source.score_groups(groups)
+    return scores, [[0.0] * len(s) for s in scores]

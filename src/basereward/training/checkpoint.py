@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..io import finite, read_json, write_json, write_text
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
@@ -94,8 +95,8 @@ def write_checkpoint(
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     save_file(rng_state(), str(tmp / "rng.safetensors"))
     state = dict(trainer_state, step=step, optimizer_groups=groups, scheduler=scheduler.state_dict())
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=float))
-    (tmp / "config.yaml").write_text(config_yaml)
+    write_json(tmp / "trainer_state.json", finite(state), default=float)
+    write_text(tmp / "config.yaml", config_yaml)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
@@ -112,7 +113,7 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def read_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state = read_json(ckpt / "trainer_state.json")
     opt_path = ckpt / "optimizer.safetensors"
     opt = load_file(str(opt_path)) if opt_path.is_file() else {}
     rng = load_file(str(ckpt / "rng.safetensors"))

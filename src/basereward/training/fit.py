@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .. import metrics
 from ..data.schema import PreferencePair
 from ..losses import reward_loss
 from ..models.reward_model import RewardModel
@@ -64,10 +65,12 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
                 )
                 # Mean over micro-batches of equal size = mean over the global batch.
                 accelerator.backward(loss / accum)
-            with torch.no_grad():
-                diff = (rewards[:, 0] - rewards[:, 1]).double()
-                acc += torch.stack([loss.detach().double() * diff.numel(), (diff > 0).sum().double(),
-                                    diff.sum(), torch.tensor(float(diff.numel()), device=device, dtype=torch.float64)])
+            # The training objective's sum (it may carry regularisers), then the metrics module's
+            # correct / gap / count of the same rewards: B numbers per micro-batch.
+            r = rewards.detach().double().cpu()
+            sums = metrics.pair_sums(r[:, 0].numpy(), r[:, 1].numpy())
+            acc += torch.tensor([float(loss.detach()) * sums["count"], sums["correct"], sums["gap_sum"], sums["count"]],
+                                device=device, dtype=torch.float64)
             micro += 1
             if not last_micro:
                 continue
@@ -113,6 +116,11 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
 
 def validate(run: Run, model: RewardModel, val_pairs: Sequence[PreferencePair], step: int) -> dict[str, Any]:
     """The validation stage: one pass over `val_pairs`, logged to metrics.jsonl."""
-    rec = validation_record(run.accelerator, model, val_pairs, run.cfg.train.micro_batch_size * 2, step)
+    from ..scoring import Scorer
+
+    was_training = model.training
+    scorer = Scorer(model, batch_size=run.cfg.train.micro_batch_size * 2, device=run.accelerator.device)
+    rec = validation_record(run.accelerator, scorer, val_pairs, step)
+    model.train(was_training)
     run.log(rec)
     return rec

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data.schema import PreferencePair
+from ..io import append_jsonl, finite, write_json
 from ..models.backbone import Backbone
 from ..models.reward_model import RewardModel
 from .checkpoint import list_checkpoints, load_optimizer_state, read_checkpoint, set_rng_state, write_checkpoint
@@ -49,8 +49,7 @@ class Run:
     def log(self, record: dict) -> None:
         """Append a line to metrics.jsonl (rank 0 only)."""
         if self.is_main:
-            with (self.out_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(self.out_dir / "metrics.jsonl", finite(record))
 
     def config_yaml(self) -> str:
         return yaml.safe_dump(to_dict(self.cfg), sort_keys=False)
@@ -202,7 +201,7 @@ def save(run: Run, model: RewardModel, result: dict[str, Any]) -> dict[str, Any]
     if run.is_main:
         model.save_pretrained(model_dir, extra={"train_result": result})
         save_config(run.cfg, model_dir / "train_config.yaml")
-        (run.out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(run.out_dir / "result.json", finite(result))
     run.accelerator.wait_for_everyone()
     result["model_dir"] = str(model_dir)
     return result

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError
+from ..io import finite, write_json
 
 
 def sweep(cfg: Config) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def sweep(cfg: Config) -> dict[str, Any]:
     shutil.rmtree(best_dir, ignore_errors=True)
     shutil.copytree(best["model_dir"], best_dir)
     summary = {"runs": runs, "best": best, "best_dir": str(best_dir)}
-    (root / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(root / "sweep.json", finite(summary))
     print("lr        val_acc   val_loss")
     for r in runs:
         mark = "  <- best" if r is best else ""

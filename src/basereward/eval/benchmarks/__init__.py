@@ -75,12 +75,10 @@ def get_benchmark(name: str) -> ModuleType:
 
 
 def check_scores(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> None:
-    """Raise ValueError unless there is one score per response of every item."""
-    if len(items) != len(scores):
-        raise ValueError(f"got scores for {len(scores)} items, expected {len(items)}")
-    for item, row in zip(items, scores):
-        if len(row) != len(item.group.responses):
-            raise ValueError(f"item {item.id}: got {len(row)} scores for {len(item.group.responses)} responses")
+    """ScoreShapeError unless there is one score per response of every item."""
+    from ...scoring.interface import check_scores as check_group_scores
+
+    check_group_scores([item.group for item in items], scores, name="the benchmark scores")
 
 
 def pair_rewards(items: Sequence[BenchItem], scores: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ...data.schema import Group
 from ...errors import DataError
+from ...metrics import pair_accuracy
 from ...io import iter_records
 from . import BenchItem, check_scores, expand, field_of, record_id, text_list
 
@@ -74,13 +75,8 @@ def _item(rec: dict[str, Any], where: str, file: Path, file_domain: str | None) 
 
 def style_matrix(rows: Sequence[Sequence[float]]) -> list[list[float]]:
     """M[i][j] = fraction of rows with chosen[i] > rejected[j] (rows hold 3 chosen, 3 rejected)."""
-    counts = [[0] * STYLES for _ in range(STYLES)]
-    for row in rows:
-        for i in range(STYLES):
-            for j in range(STYLES):
-                if float(row[i]) > float(row[STYLES + j]):
-                    counts[i][j] += 1
-    return [[c / len(rows) for c in line] for line in counts]
+    return [[pair_accuracy([row[i] for row in rows], [row[STYLES + j] for row in rows])
+             for j in range(STYLES)] for i in range(STYLES)]
 
 
 def difficulty(m: Sequence[Sequence[float]]) -> dict[str, float]:
