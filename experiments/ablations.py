@@ -246,9 +246,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     results_tables = run_tables(tables, run)
     results = {
-        "setup": {"model": str(args.model), "start": f"pretrained SmolLM2 top {args.train_lm_layers} layers + "
+        "setup": {"model": str(args.model), "start": f"pretrained SmolLM2 top {args.train_lm_layers} LM layer(s) + "
                   f"the word projector of `{args.model}`", "seeds": list(setup.seeds),
-                  "description": f"top {args.train_lm_layers} LM layers + a fresh head, lr {args.lr:g} "
+                  "description": f"top {args.train_lm_layers} LM layer(s) + a fresh head, lr {args.lr:g} "
                   f"(head {args.head_lr:g}), {args.batch_size} pairs a step, {data['steps']['mixed']} steps "
                   f"on visual + HH, {data['steps']['hh']} steps on each HH set",
                   "synthetic_seeds": {"train": SYNTH_TRAIN_SEED, "test": SYNTH_TEST_SEED},
