@@ -241,3 +241,16 @@ def last_token_grads(backbones, batch) -> list[dict]:
         h[torch.arange(h.shape[0]), idx].pow(2).sum().backward()
         grads.append({n: p.grad for n, p in bb.named_parameters() if p.grad is not None})
     return grads
+
+
+def mixed_groups():
+    """Three groups that exercise every layout: 3 responses + 1 image, 2 responses + 2 images of
+    different sizes, 1 response without an image."""
+    from basereward.data.schema import Group
+
+    return [
+        Group("What colour is the square?", ("It is red.", "The square in the picture is blue, I think.", "Green"),
+              (solid_image(64, 48, 1),)),
+        Group("Compare both pictures.", ("The first one is brighter.", "Same."), (solid_image(50, 50, 2), solid_image(80, 40, 3))),
+        Group("Tell me a joke about cats.", ("Why did the cat sit on the computer? To keep an eye on the mouse.",)),
+    ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.tiny_models import solid_image
+from helpers.tiny_models import mixed_groups as groups, solid_image
 
 from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig
 from basereward.data.schema import Group
@@ -28,15 +28,6 @@ def model():
     cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", max_length=96, mini_vl=MiniVLConfig(lm_layers=2, image_grid=2)),
                       head=HeadConfig(zero_init_last=False))
     return RewardModel(cfg).eval()
-
-
-def groups():
-    return [
-        Group("What colour is the square?", ("It is red.", "The square in the picture is blue, I think.", "Green"),
-              (solid_image(64, 48, 1),)),
-        Group("Compare both pictures.", ("The first one is brighter.", "Same."), (solid_image(50, 50, 2), solid_image(80, 40, 3))),
-        Group("Tell me a joke about cats.", ("Why did the cat sit on the computer? To keep an eye on the mouse.",)),
-    ]
 
 
 def _set_share(model, flag):

@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from helpers.tiny_models import solid_image
+from helpers.tiny_models import mixed_groups as groups, solid_image
 
 from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig, load_config
 from basereward.data.schema import Group
@@ -22,15 +22,6 @@ from basereward.errors import ConfigError
 from basereward.models.reward_model import RewardModel
 
 pytestmark = pytest.mark.slow
-
-
-def groups():
-    return [
-        Group("What colour is the square?", ("It is red.", "The square in the picture is blue, I think.", "Green"),
-              (solid_image(64, 48, 1),)),
-        Group("Compare both pictures.", ("The first one is brighter.", "Same."), (solid_image(50, 50, 2), solid_image(80, 40, 3))),
-        Group("Tell me a joke about cats.", ("Why did the cat sit on the computer? To keep an eye on the mouse.",)),
-    ]
 
 
 def _rewards(model, gs):
