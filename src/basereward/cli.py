@@ -57,9 +57,12 @@ def _accuracy_table(summary: dict[str, dict]) -> str:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.pairs import load_pairs
-    from .io import write_json, write_jsonl
+    from .io import check_output_file, write_json, write_jsonl
     from .load import load_scorer
 
+    check_output_file(args.output)
+    if args.summary:
+        check_output_file(args.summary, "summary")
     pairs = load_pairs(args.pairs, on_error=args.on_error)
     if args.shuffle_images:
         from .eval.controls import shuffle_images
@@ -79,8 +82,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import format_table, run_benchmark
+    from .io import check_output_file
     from .load import load_scorer
 
+    check_output_file(args.output)
     scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
     metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit)
     print(format_table(metrics))

@@ -252,3 +252,18 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+def check_output_file(path: PathLike, what: str = "output") -> None:
+    """Before any work: DataError unless `path` can be written as a file (not a directory, not
+    inside a file), so a long scoring run never ends in a write that cannot happen."""
+    p = Path(os.fspath(path))
+    if p.is_dir():
+        raise DataError(f"{os.fspath(path)}: the {what} is a directory; give a file path")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"{os.fspath(path)}: the {what}'s folder {parent} is a file")
+            if not os.access(parent, os.W_OK):
+                raise DataError(f"{os.fspath(path)}: the {what}'s folder {parent} is not writable")
+            break

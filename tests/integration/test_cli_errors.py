@@ -85,3 +85,18 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "pairs.jsonl:2: malformed JSON" in proc.stderr
+
+
+@pytest.mark.parametrize("cmd", ["score", "eval"])
+def test_an_output_that_is_a_directory_is_refused_before_any_work(tmp_path, capsys, cmd):
+    pairs = _write(tmp_path / "p.jsonl", [_row(1)])
+    # The model path does not exist: the output check must come first (no model is loaded).
+    args = ["--model", str(tmp_path / "no-model"), "--output", str(tmp_path)]
+    args += ["--pairs", str(pairs)] if cmd == "score" else ["--bench", "pairs", "--data", str(pairs)]
+    assert main([cmd, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the output is a directory; give a file path" in err[0]
+    blocker = _write(tmp_path / "file", ["x"])
+    assert main([cmd, *args[:2], "--output", str(blocker / "out.jsonl"), *args[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"the output's folder {blocker} is a file")

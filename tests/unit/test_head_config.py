@@ -78,7 +78,7 @@ def test_overrides_types_and_unknown_keys(tmp_path):
         load_config(None, ["train.lr=fast"])
     with pytest.raises(ConfigError, match="not one of"):
         load_config(None, ["model.head.activation=swish"])
-    with pytest.raises(ConfigError, match="1..5"):
+    with pytest.raises(ConfigError, match=r"num_layers: must be in \[1, 5\], got 7"):
         load_config(None, ["model.head.num_layers=7"])
 
 

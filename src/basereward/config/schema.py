@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
+from .ranges import check_ranges
 
 Activation = Literal["none", "tanh", "relu", "silu", "gelu"]
 
@@ -270,13 +271,9 @@ def _validate_backbone(bb: BackboneConfig, where: str) -> None:
         if mv.projector != "words" and mv.word_slots != MiniVLConfig.word_slots:
             raise ConfigError(f"{where}.mini_vl.word_slots: only the `words` projector uses it "
                               f"(model.backbone.mini_vl.projector={mv.projector})")
-        if mv.word_slots < 1:
-            raise ConfigError(f"{where}.mini_vl.word_slots: must be >= 1, got {mv.word_slots}")
         if mv.image_tap_max_pool and not mv.image_multiscale:
             raise ConfigError(f"{where}.mini_vl.image_tap_max_pool: needs image_multiscale=true "
                               "(it pools the earlier stages that multiscale adds)")
-        if mv.lm_layers < 0 or mv.image_grid < 1 or mv.image_size < 32:
-            raise ConfigError(f"{where}.mini_vl: lm_layers must be >= 0, image_grid >= 1 and image_size >= 32")
     qv = bb.qwen_vl
     if qv.min_pixels > qv.max_pixels:
         raise ConfigError(f"{where}.qwen_vl.min_pixels ({qv.min_pixels}) must not exceed max_pixels ({qv.max_pixels})")
@@ -286,15 +283,4 @@ def validate(obj: Any, where: str) -> None:
     """Range and consistency checks of one section (raised as ConfigError naming `where`)."""
     if isinstance(obj, BackboneConfig):
         _validate_backbone(obj, where)
-    if isinstance(obj, HeadConfig):
-        if not 1 <= obj.num_layers <= 5:
-            raise ConfigError(f"{where}.num_layers: must be in 1..5, got {obj.num_layers}")
-    if isinstance(obj, TrainConfig):
-        if obj.lr <= 0:
-            raise ConfigError(f"{where}.lr: must be positive")
-        if obj.micro_batch_size <= 0 or obj.global_batch_size <= 0:
-            raise ConfigError(f"{where}: batch sizes must be positive")
-    if isinstance(obj, LossConfig) and obj.zero_coef < 0:
-        raise ConfigError(f"{where}.zero_coef: must be >= 0")
-    if isinstance(obj, DataConfig) and obj.text_ratio < 0 and obj.text_ratio != -1:
-        raise ConfigError(f"{where}.text_ratio: must be >= 0 or -1")
+    check_ranges(obj, where)
