@@ -11,3 +11,7 @@ class ConfigError(BaseRewardError):
 
 class DataError(BaseRewardError):
     """An input record is invalid; the message starts with `file:line:`."""
+
+
+class TrainingError(BaseRewardError):
+    """Training cannot go on (e.g. the loss became NaN); nothing non-finite is saved."""

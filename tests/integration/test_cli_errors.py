@@ -100,3 +100,35 @@ def test_an_output_that_is_a_directory_is_refused_before_any_work(tmp_path, caps
     assert main([cmd, *args[:2], "--output", str(blocker / "out.jsonl"), *args[4:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(f"the output's folder {blocker} is a file")
+
+
+def _errors(capsys) -> list[str]:
+    """The error lines on stderr (model loading also logs there); never a traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_a_damaged_model_directory_is_one_line(tmp_path, capsys):
+    from basereward.config import BackboneConfig, ModelConfig
+    from basereward.models.reward_model import HEAD_NAME, RewardModel
+    from helpers.tiny_models import tiny_causal_lm_dir
+
+    cfg = ModelConfig(backbone=BackboneConfig(name="causal-lm", path=str(tiny_causal_lm_dir(tmp_path)),
+                                              dtype="float32"))
+    model_dir = RewardModel(cfg).save_pretrained(tmp_path / "model")
+    pairs = _write(tmp_path / "p.jsonl", [_row(1)])
+    score = ["score", "--model", str(model_dir), "--pairs", str(pairs), "--output", str(tmp_path / "s.jsonl")]
+    head = model_dir / HEAD_NAME
+    head.write_bytes(head.read_bytes()[:40])  # truncated
+    assert main(score) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and f"{head}: not a readable safetensors file" in err[0]
+    head.unlink()
+    assert main(score) == 2
+    assert _errors(capsys) == [f"error: {head}: missing (the model directory is incomplete)"]
+    cfg_file = model_dir / "model_config.json"
+    cfg_file.write_text(cfg_file.read_text()[:30])
+    assert main(score) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and "model_config.json" in err[0] and "invalid JSON" in err[0]

@@ -124,20 +124,22 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path):
               "train.warmup_ratio=0.25"]
 
     straight_cfg = _cfg(workspace, "qwen2.5-vl", tmp_path / "straight", *common)
+    torch.manual_seed(0)  # both runs start from the same head (the model is built outside train())
     straight = RewardModel(straight_cfg.model)
     train(straight_cfg, pairs, model=straight, progress=False)
 
     class Crash(Exception):
         pass
 
-    def crash_at_2(step, metrics):
-        if step == 2:
+    def crash_at_3(step, metrics):  # after step 3 is logged, one step past the last checkpoint
+        if step == 3:
             raise Crash()
 
     out = tmp_path / "interrupted"
     cfg = _cfg(workspace, "qwen2.5-vl", out, *common, "train.save_every=2")
+    torch.manual_seed(0)
     with pytest.raises(Crash):
-        train(cfg, pairs, model=RewardModel(cfg.model), callbacks=[crash_at_2], progress=False)
+        train(cfg, pairs, model=RewardModel(cfg.model), callbacks=[crash_at_3], progress=False)
     assert (out / "checkpoints" / "step-000002" / "optimizer.safetensors").is_file()
     resumed_cfg = _cfg(workspace, "qwen2.5-vl", out, *common, "train.save_every=2", "train.resume=auto")
     resumed = RewardModel(resumed_cfg.model)  # fresh weights: everything must come from the checkpoint
@@ -146,7 +148,8 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path):
     a, b = _trainable(straight), _trainable(resumed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
-    # The step metrics after resuming continue where the interrupted run stopped.
+    # The log had step 3 from the killed run; resuming from step 2 drops it, so every step is
+    # logged once and the log describes the run that produced the model.
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
@@ -167,3 +170,16 @@ def test_worker_dataset_pickles_the_collator_not_the_model(workspace, tmp_path):
     for k in range(len(copy)):
         a, b = copy[k], data[k]
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), k
+
+
+def test_a_diverging_run_stops_with_one_error_and_saves_no_model(workspace, tmp_path):
+    from basereward.errors import TrainingError
+
+    pairs = load_pairs(workspace["pairs"])
+    out = tmp_path / "diverge"
+    cfg = _cfg(workspace, "qwen2.5-vl", out, "train.global_batch_size=4", "train.micro_batch_size=2",
+               "train.max_steps=6", "train.lr=1e30", "train.head_lr=1e30", "train.max_grad_norm=0",
+               "model.head.zero_init_last=false")
+    with pytest.raises(TrainingError, match=r"step \d: the (loss|rewards) (is|are) .*; training stopped and no model"):
+        train(cfg, pairs, model=RewardModel(cfg.model), progress=False)
+    assert not (out / "model").exists() and not (out / "result.json").exists()

@@ -106,10 +106,13 @@ class RewardModel(nn.Module):
         d = Path(model_dir)
         _, backbone_meta = read_model_config(d)
         self.backbone.load_metadata(backbone_meta)
-        self.head.load_state_dict(load_file(str(d / HEAD_NAME)))
+        try:
+            self.head.load_state_dict(_read_tensors(d / HEAD_NAME))
+        except RuntimeError as e:  # wrong shapes or names: another head config
+            raise BaseRewardError(f"{d / HEAD_NAME}: does not fit this model's head ({str(e).splitlines()[0]})") from None
         if not (d / BACKBONE_NAME).is_file():
             return
-        state = load_file(str(d / BACKBONE_NAME))
+        state = _read_tensors(d / BACKBONE_NAME)
         params = dict(self.backbone.named_parameters())
         missing = [n for n in state if n not in params]
         if missing:
@@ -141,3 +144,14 @@ def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any
     model, legacy = upgrade_saved_model(meta["model"])
     cfg = from_dict(ModelConfig, model, where=f"{cfg_path}:model")
     return cfg, {**legacy, **meta.get("backbone_metadata", {})}
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or one line that says it is missing or unreadable (truncated, not
+    safetensors) instead of a traceback."""
+    if not path.is_file():
+        raise BaseRewardError(f"{path}: missing (the model directory is incomplete)")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for every kind of damage
+        raise BaseRewardError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None

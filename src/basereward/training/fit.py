@@ -16,11 +16,18 @@ import torch
 
 from .. import metrics
 from ..data.schema import PreferencePair
+from ..errors import TrainingError
 from ..losses import reward_loss
 from ..models.reward_model import RewardModel
 from .plan import MicroBatches
 from .stages import Optimisation, Run, save_checkpoint
 from .validation import validation_record
+
+
+def _non_finite(step: int, what: str, value: object, plural: bool = False) -> str:
+    return (f"step {step}: the {what} {'are' if plural else 'is'} {value}; training stopped and no model was "
+            "saved from this run "
+            "(lower train.lr / train.head_lr, or look for extreme rewards in the data)")
 
 
 def _progress_bar(run: Run, start_step: int):
@@ -63,6 +70,11 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
                     rewards[:, 0], rewards[:, 1], len_w=lens[:, 0], len_l=lens[:, 1],
                     zero_coef=cfg.loss.zero_coef, length_norm=cfg.loss.length_norm, margin=cfg.loss.margin,
                 )
+                # Infinite rewards can still give a finite loss (+inf vs -inf): check both.
+                if not torch.isfinite(rewards.detach()).all():
+                    raise TrainingError(_non_finite(step + 1, "rewards", "not all finite", plural=True))
+                if not torch.isfinite(loss.detach()):
+                    raise TrainingError(_non_finite(step + 1, "loss", float(loss.detach())))
                 # Mean over micro-batches of equal size = mean over the global batch.
                 accelerator.backward(loss / accum)
             # The training objective's sum (it may carry regularisers), then the metrics module's
@@ -78,6 +90,8 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
             grad_norm = None
             if tc.max_grad_norm > 0:
                 grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.max_grad_norm)
+                if not torch.isfinite(torch.as_tensor(grad_norm)):
+                    raise TrainingError(_non_finite(step + 1, "gradient norm", float(grad_norm)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

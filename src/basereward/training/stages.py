@@ -24,7 +24,7 @@ import yaml
 
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data.schema import PreferencePair
-from ..io import append_jsonl, finite, write_json
+from ..io import append_jsonl, finite, iter_jsonl, write_json, write_jsonl
 from ..models.backbone import Backbone
 from ..models.reward_model import RewardModel
 from .checkpoint import list_checkpoints, load_optimizer_state, read_checkpoint, set_rng_state, write_checkpoint
@@ -135,6 +135,13 @@ def _resume_target(resume: str, out_dir: Path) -> Path | None:
     return p
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Drop the lines a killed run logged after the checkpoint it is resumed from, so each step
+    appears once (the resumed run logs those steps again)."""
+    if path.is_file():
+        write_jsonl(path, [rec for _, rec in iter_jsonl(path) if int(rec.get("step", 0)) <= step])
+
+
 def resume(run: Run, model: RewardModel, opt: Optimisation) -> tuple[int, dict[str, Any]] | None:
     """Restore trainable weights (and the backbone's metadata), optimizer, scheduler, RNG and the
     step counter from `train.resume`; (start step, history), or None for a fresh run."""
@@ -149,6 +156,7 @@ def resume(run: Run, model: RewardModel, opt: Optimisation) -> tuple[int, dict[s
     set_rng_state(rng)
     start_step = int(state["step"])
     if run.is_main:
+        _trim_log(run.out_dir / "metrics.jsonl", start_step)
         print(f"[basereward] resumed from {ckpt} at step {start_step}/{run.total_steps}", flush=True)
     return start_step, state.get("history", {})
 
