@@ -29,7 +29,7 @@ PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
     ("loss.margin=inf", r"loss\.margin: must be a finite number"),
     ("data.text_ratio=-0.5", r"data\.text_ratio: must be >= 0 \(or -1\)"),
     ("model.head.num_layers=0", r"model\.head\.num_layers: must be in \[1, 5\], got 0"),
-    ("model.backbone.train_lm_layers=0", r"model\.backbone\.train_lm_layers: must be >= 1 \(or -1\)"),
+    ("model.backbone.train_lm_layers=-2", r"model\.backbone\.train_lm_layers: must be >= -1, got -2"),
     ("model.backbone.lora.dropout=1", r"model\.backbone\.lora\.dropout: must be in \[0, 1\)"),
     ("model.backbone.mini_vl.align_lr=nan", r"model\.backbone\.mini_vl\.align_lr: must be a finite number"),
     ("model.backbone.mini_vl.image_grid=0", r"model\.backbone\.mini_vl\.image_grid: must be >= 1"),

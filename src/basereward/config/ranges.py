@@ -41,7 +41,7 @@ RANGES: dict[str, dict[str, Rule]] = {
     "MiniVLConfig": {"image_size": at_least(32), "image_grid": at_least(1), "word_slots": at_least(1),
                      "lm_layers": at_least(0), "align_epochs": at_least(0), "align_lr": above(0)},
     "QwenVLConfig": {"min_pixels": above(0), "max_pixels": above(0)},
-    "BackboneConfig": {"train_lm_layers": at_least_or(1, -1), "max_length": at_least(1)},
+    "BackboneConfig": {"train_lm_layers": at_least(-1), "max_length": at_least(1)},
     "HeadConfig": {"num_layers": between(1, 5), "hidden_size": at_least(0)},
     "LossConfig": {"zero_coef": at_least(0)},
     "DataConfig": {"text_ratio": at_least_or(0, -1), "max_pairs": at_least(0)},
