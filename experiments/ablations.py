@@ -78,7 +78,7 @@ def start_backbone(model_dir: str | Path, train_lm_layers: int) -> tuple[ModelCo
     if cfg.backbone.name != "mini-vl" or cfg.backbone.mini_vl.projector != "words":
         raise SystemExit(f"--model {model_dir}: needs a mini-vl model with the words projector (the demo's)")
     mv = dataclasses.replace(cfg.backbone.mini_vl, train_projector=False, cache_trunk=True)
-    bb_cfg = dataclasses.replace(cfg.backbone, train_lm_layers=train_lm_layers, mini_vl=mv, lora=cfg.backbone.lora)
+    bb_cfg = dataclasses.replace(cfg.backbone, train_lm_layers=train_lm_layers, mini_vl=mv)
     torch.manual_seed(0)
     backbone = build_backbone(bb_cfg)
     backbone.load_metadata(meta)

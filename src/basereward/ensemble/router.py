@@ -90,12 +90,10 @@ class ModalityRouter(ScoringMixin):
     def from_json(cls, spec: dict[str, Any], directory: str, loader: Loader) -> "ModalityRouter":
         if spec.get("kind") != "router":
             raise BaseRewardError(f"{directory}: {storage.ENSEMBLE_FILE} has kind {spec.get('kind')!r}, not 'router'")
-        try:
-            t, m = spec["text"], spec["multimodal"]
-            t["path"], t["name"], m["path"], m["name"]
-        except (KeyError, TypeError):
+        t, m = spec.get("text"), spec.get("multimodal")
+        if not all(isinstance(x, dict) and {"path", "name"} <= x.keys() for x in (t, m)):
             raise BaseRewardError(f"{directory}: {storage.ENSEMBLE_FILE} needs \"text\" and \"multimodal\" members, "
-                                  "each with a name and a path") from None
+                                  "each with a name and a path")
         return cls(
             storage.load_member(t["path"], directory, loader),
             storage.load_member(m["path"], directory, loader),
