@@ -13,6 +13,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# transformers attaches its log handler to whichever stderr is current when its logging is first
+# set up; inside a test that captures stderr that is a temporary stream, and a later test then
+# sees "--- Logging error ---" in its own stderr. Setting it up here binds it to the real stderr.
+from transformers.utils import logging as _hf_logging  # noqa: E402
+
+_hf_logging.get_logger("transformers")
+
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_ENV = "BASEREWARD_REQUIRE_SHARED_DATA"
 # The same places `basereward.data.sources.hh_rlhf.default_hh_path` looks: beside the checkout,

@@ -57,38 +57,49 @@ def _accuracy_table(summary: dict[str, dict]) -> str:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data.pairs import load_pairs
+    from .data.paths import check_image_root
     from .io import check_output_file, write_json, write_jsonl
     from .load import load_scorer
+    from .scoring.interface import writable_rewards
+    from .scoring.truncation import truncation_lines, truncation_summary
 
     check_output_file(args.output)
     if args.summary:
         check_output_file(args.summary, "summary")
-    pairs = load_pairs(args.pairs, on_error=args.on_error)
+    root = check_image_root(args.image_root) if args.image_root else None
+    pairs = load_pairs(args.pairs, on_error=args.on_error, image_root=root)
     if args.shuffle_images:
         from .eval.controls import shuffle_images
 
         pairs = shuffle_images(pairs, seed=args.seed)
     scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
     scores = scorer.score(pairs)
+    rows, n_bad = writable_rewards([p.id for p in pairs], scores, args.allow_nonfinite, ("chosen", "rejected"))
     write_jsonl(args.output, ({"id": p.id, "chosen_reward": c, "rejected_reward": r}
-                              for p, (c, r) in zip(pairs, scores)))
+                              for p, (c, r) in zip(pairs, rows)))
     summary = _accuracy_summary(pairs, scores)
     print(_accuracy_table(summary))
+    print("\n".join(truncation_lines(scorer)))
     if args.summary:
-        write_json(args.summary, summary)
-    print(f"wrote {len(pairs)} scores to {args.output}")
+        write_json(args.summary, {**summary, "truncation": truncation_summary(scorer)})
+    print(f"wrote {len(pairs)} scores to {args.output}" + (f" ({n_bad} non-finite rewards as null)" if n_bad else ""))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.paths import check_image_root
     from .eval.runner import format_table, run_benchmark
     from .io import check_output_file
     from .load import load_scorer
+    from .scoring.truncation import truncation_lines
 
     check_output_file(args.output)
+    root = check_image_root(args.image_root) if args.image_root else None
     scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
-    metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit)
+    metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit,
+                            allow_nonfinite=args.allow_nonfinite, image_root=root)
     print(format_table(metrics))
+    print("\n".join(truncation_lines(scorer)))
     print(f"wrote {args.output}")
     return 0
 
@@ -105,11 +116,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
         paths = write_hh_split(args.out, path=args.source, val_fraction=args.val_fraction, seed=args.seed)
         print(f"wrote {paths}")
     elif args.data_cmd == "check":
-        from .data.pairs import load_pairs
+        from .data.pairs import iter_pairs
+        from .data.paths import check_image_root
 
-        pairs = load_pairs(args.file, on_error=args.on_error)
-        n_mm = sum(p.is_multimodal for p in pairs)
-        print(f"{args.file}: {len(pairs)} valid pairs ({n_mm} multimodal, {len(pairs) - n_mm} text-only)")
+        # Streamed: memory stays bounded whatever the file's size (no pair is kept).
+        root = check_image_root(args.image_root) if args.image_root else None
+        n = n_mm = 0
+        for pair in iter_pairs(args.file, on_error=args.on_error, image_root=root):
+            n, n_mm = n + 1, n_mm + pair.is_multimodal
+        print(f"{args.file}: {n} valid pairs ({n_mm} multimodal, {n - n_mm} text-only)")
     elif args.data_cmd == "rank-pairs":
         from .data.rankings import write_ranking_pairs
 
@@ -139,6 +154,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_IMAGE_ROOT_HELP = "refuse images outside this folder (../, absolute paths and symlinks out); default: anywhere"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="basereward", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -163,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="permute images between pairs (control: how much accuracy comes from the image)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summary", default="", help="also write the accuracy table as JSON here")
+    p.add_argument("--image-root", default="", help=_IMAGE_ROOT_HELP)
+    p.add_argument("--allow-nonfinite", action="store_true", help="write NaN / infinite rewards as null (counted) "
+                   "instead of stopping with an error")
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("eval", help="run a reward benchmark")
@@ -172,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=0, help="only the first N items (0 = all)")
+    p.add_argument("--image-root", default="", help=_IMAGE_ROOT_HELP)
+    p.add_argument("--allow-nonfinite", action="store_true", help="write NaN / infinite rewards as null (counted) "
+                   "instead of stopping with an error")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("data", help="generate, convert or check pair files")
@@ -188,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("check", help="validate a pair file and report every bad row")
     d.add_argument("file")
     d.add_argument("--on-error", choices=["fail", "skip"], default="skip")
+    d.add_argument("--image-root", default="", help=_IMAGE_ROOT_HELP)
     d = dsub.add_parser("rank-pairs", help="turn scored responses per prompt (JSONL) into a pair file")
     d.add_argument("--input", required=True, help="one {id, prompt, images, responses: [{text, score}]} per line")
     d.add_argument("--out", required=True)
@@ -207,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", nargs="*", default=[])
     p.add_argument("--title", default="basereward report")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("serve", help="HTTP reward server (batches across requests; OpenRLHF and vLLM protocols)")
+    from .serve.run import add_serve_arguments, run_serve_command
+
+    add_serve_arguments(p)
+    p.set_defaults(func=run_serve_command)
 
     p = sub.add_parser("demo", help="generate data, train the embedded default, evaluate, save runs/demo/model")
     p.add_argument("--out", default="runs/demo")

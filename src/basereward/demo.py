@@ -19,9 +19,10 @@ from typing import Any
 from .config import load_config
 from .data.schema import PreferencePair
 from .errors import BaseRewardError
-from .io import finite, write_json
+from .io import copy_dir, finite, write_json
 from .metrics import accuracy_by_key, pair_accuracy
 from .scoring.interface import RewardSource, score_pairs
+from .scoring.truncation import truncation_lines, truncation_summary
 
 SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint splits
 
@@ -95,10 +96,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"[demo] 2/4 training mini-vl on {len(pairs)} pairs ({n_mm} visual, {len(pairs) - n_mm} text)", flush=True)
     result = train(cfg, pairs, val)
     model_dir = out / "model"
-    import shutil
 
-    shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(result["model_dir"], model_dir)
+    copy_dir(result["model_dir"], model_dir)
 
     print("[demo] 3/4 evaluating held-out splits", flush=True)
     from .models.reward_model import RewardModel
@@ -116,6 +115,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         **evaluate_splits(scorer, heldout, hh_val),
         "train": result,
         "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val)},
+        "truncation": truncation_summary(scorer),
         "minutes": round((time.time() - t0) / 60, 2),
         "model_dir": str(model_dir),
     }
@@ -130,5 +130,6 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"{'image effect (points)':<{width}}  {results['image_effect_points']:7.1f}")
     for k, v in results["per_category"].items():
         print(f"  {k:<{width - 2}}  {100 * v:7.1f}%")
+    print("\n".join(truncation_lines(scorer)))
     print(f"model saved to {model_dir}; results in {out / 'results.json'}; {results['minutes']} min")
     return results

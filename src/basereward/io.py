@@ -5,7 +5,8 @@ JSONL, `file: item i` for a JSON list, `file: row i` for Parquet. Every problem 
 whose message starts with the file as the caller named it (and the line when there is one):
 `file:line: malformed JSON (...)`, `file:line: not a JSON object (got list)`,
 `file:line: not valid UTF-8 (...)`, `file: file not found`, `file: file is empty (no pairs)`.
-JSONL is streamed line by line (never read whole); a `.gz` suffix is decompressed on the fly.
+JSONL is streamed in chunks (never read whole) with a per-line limit (`MAX_LINE_BYTES`); a `.gz`
+suffix is decompressed on the fly; a UTF-8 byte-order mark at the start of a file is accepted.
 
 Writers go through a temporary file in the target's directory and `os.replace`, so a reader
 never sees half a file and a failed write leaves the previous file (or none) in place. JSON is
@@ -21,7 +22,10 @@ import gzip
 import json
 import math
 import os
+import re
+import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,14 @@ from .errors import DataError
 PathLike = str | os.PathLike[str]
 
 SCORES_SUFFIX = ".scores.jsonl"
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Longest JSONL line read (64 MiB): far above any real row (image paths, not image bytes), and
+small enough that one bad line (a whole file without newlines) cannot exhaust memory."""
+
+_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_NON_BLANK = re.compile(rb"\S")  # the same whitespace set as bytes.strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,8 +64,8 @@ def _reading(shown: str, kind: str) -> Iterator[None]:
         raise DataError(f"{shown}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{shown}: is a directory, expected a {kind} file") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{shown}: cannot read file ({exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{shown}: cannot read file ({exc or type(exc).__name__})") from None
 
 
 def _utf8(raw: bytes) -> str:
@@ -74,26 +86,114 @@ def parse_record(raw: bytes | str) -> dict[str, Any]:
     return row
 
 
-def iter_lines(path: PathLike, empty: str | None = None) -> Iterator[tuple[int, bytes]]:
+def long_line_reason(max_line_bytes: int) -> str:
+    """The message for a line over the limit (one JSONL row never needs that much)."""
+    return f"line longer than {_size(max_line_bytes)} (the limit for one JSONL row); not a JSONL file?"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def iter_lines(
+    path: PathLike,
+    empty: str | None = None,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    on_long: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of every non-blank line of a (possibly gzipped) text file, streamed.
+
+    Memory stays near one read chunk plus one line: the file is read in 1 MiB chunks, runs of
+    blank lines are skipped at C speed (a .gz of a billion newlines costs seconds, not GBs), and a
+    line over `max_line_bytes` is never assembled: `on_long(lineno)` is called for it (and it is
+    skipped), or without `on_long` it raises DataError(`file:line: line longer than ...`). A
+    UTF-8 byte-order mark at the start of the file is dropped.
 
     File-level problems raise DataError (`file: file not found`, ...). With `empty` set, a file
     without a non-blank line raises DataError(`file: file is empty (<empty>)`).
     """
     shown = os.fspath(path)
+
+    def too_long(lineno: int) -> None:
+        if on_long is None:
+            raise DataError(f"{shown}:{lineno}: {long_line_reason(max_line_bytes)}")
+        on_long(lineno)
+
     with _reading(shown, "JSONL"):
         fh = _open(shown)
-    n = lineno = 0
+    n = 0
+    done = 0  # lines finished before the current chunk position
+    parts: list[bytes] = []  # the start of an unfinished line carried over from earlier chunks
+    held = 0  # bytes in `parts`
+    skipping = False  # inside a line already known to be too long: drop bytes until its end
+    first = True
     with fh:
         while True:
             with _reading(shown, "JSONL"):
-                raw = fh.readline()
-            if not raw:
+                chunk = fh.read(max(_CHUNK, len(_BOM)) if first else _CHUNK)
+            if not chunk:
                 break
-            lineno += 1
+            if first:
+                chunk, first = chunk.removeprefix(_BOM), False
+            pos = 0
+            while pos < len(chunk):
+                if not parts and not skipping:
+                    # Jump over blank lines: find the next non-whitespace byte and its line start.
+                    hit = None if pos == 0 and chunk.isspace() else _NON_BLANK.search(chunk, pos)
+                    # `stop`: where the blank lines end (the next non-blank line's start, or after
+                    # the chunk's last newline; what follows may continue in the next chunk).
+                    if hit is None:
+                        stop = chunk.rfind(b"\n", pos) + 1 or pos
+                    else:
+                        stop = chunk.rfind(b"\n", pos, hit.start()) + 1 or pos
+                    if stop - pos > max_line_bytes:  # only with a limit below the chunk size
+                        for i, blank in enumerate(chunk[pos:stop - 1].split(b"\n"), start=done + 1):
+                            if len(blank) > max_line_bytes:
+                                n += 1
+                                too_long(i)
+                    done += chunk.count(b"\n", pos, stop)
+                    pos = stop
+                    if hit is None:
+                        if len(chunk) - pos > max_line_bytes:
+                            skipping = True
+                        elif pos < len(chunk):  # whitespace that may start a line of the next chunk
+                            parts, held = [chunk[pos:]], len(chunk) - pos
+                        break
+                end = chunk.find(b"\n", pos)
+                piece = chunk[pos:] if end < 0 else chunk[pos:end]
+                if not skipping:
+                    held += len(piece)
+                    if held > max_line_bytes:
+                        parts, held, skipping = [], 0, True
+                    else:
+                        parts.append(piece)
+                if end < 0:
+                    break
+                done += 1
+                pos = end + 1
+                if skipping:
+                    n += 1
+                    skipping = False
+                    too_long(done)
+                    continue
+                raw = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts, held = [], 0
+                if raw.strip():
+                    n += 1
+                    yield done, raw.rstrip(b"\r")
+        # The last line may lack its newline.
+        if skipping:
+            n += 1
+            too_long(done + 1)
+        elif parts:
+            raw = b"".join(parts)
             if raw.strip():
                 n += 1
-                yield lineno, raw.rstrip(b"\r\n")
+                yield done + 1, raw.rstrip(b"\r")
     if n == 0 and empty is not None:
         raise DataError(f"{shown}: file is empty ({empty})")
 
@@ -116,7 +216,7 @@ def read_json(path: PathLike) -> Any:
     with _reading(shown, "JSON"), _open(shown) as fh:
         data = fh.read()
     try:
-        return json.loads(_utf8(data))
+        return json.loads(_utf8(data.removeprefix(_BOM)))
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise DataError(f"{shown}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
@@ -267,3 +367,32 @@ def check_output_file(path: PathLike, what: str = "output") -> None:
             if not os.access(parent, os.W_OK):
                 raise DataError(f"{os.fspath(path)}: the {what}'s folder {parent} is not writable")
             break
+
+
+def replace_dir(tmp: PathLike, out: PathLike) -> Path:
+    """Put the finished directory `tmp` at `out` (atomic for readers: `out` is the old directory,
+    briefly nothing, then the new one; never a partial one). A rename cannot replace a non-empty
+    directory, so the old one is renamed aside first and deleted after."""
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        os.replace(tmp, out)
+        return out
+    old = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def copy_dir(src: PathLike, out: PathLike) -> Path:
+    """Copy directory `src` to `out` through a sibling temporary copy and `replace_dir`: an
+    interrupted copy leaves the previous `out` (or none)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(src, tmp)
+        return replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

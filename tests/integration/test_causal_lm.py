@@ -14,7 +14,7 @@ from helpers.tiny_models import last_token_grads, solid_image, tiny_causal_lm_di
 
 from basereward.config import BackboneConfig, LoraConfig  # noqa: E402
 from basereward.data.schema import Group  # noqa: E402
-from basereward.errors import ConfigError  # noqa: E402
+from basereward.errors import ConfigError, DataError  # noqa: E402
 from basereward.models.backbone import build_backbone, last_token_index  # noqa: E402
 from basereward.models.causal_lm import CausalLMBackbone  # noqa: E402
 
@@ -106,20 +106,48 @@ def test_chatml_fallback_system_prompt_and_eos_padding(dirs):
 
 def test_images_are_refused(dirs):
     bb = make(dirs)
-    with pytest.raises(ValueError, match="text-only"):
+    with pytest.raises(DataError, match="text-only"):
         bb.collate([Group("What is this?", ("a", "b"), (solid_image(56, 56),))])
 
 
-def test_left_truncation(dirs):
-    long = Group("Describe the image in detail. " * 30, ("The answer is 42",))
-    full = make(dirs).collate([long])
-    cut = make(dirs, max_length=16).collate([long])
-    assert cut["input_ids"].shape == (1, 16)
-    assert torch.equal(cut["input_ids"][0], full["input_ids"][0, -16:])
-    assert cut["response_lengths"].tolist() == full["response_lengths"].tolist()
-    # A response longer than max_length keeps its last tokens and counts only those.
-    tiny = make(dirs, max_length=3).collate([long])
-    assert tiny["input_ids"].shape == (1, 3) and tiny["response_lengths"].tolist() == [3]
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])  # chat template / ChatML fallback
+def test_truncation_rule(dirs, arch):
+    """Prompt part <= max_prompt_length, cut inside the prompt text only; the response keeps the rest."""
+    long_prompt = " ".join(f"w{i}" for i in range(60))
+    group = Group(long_prompt, ("The answer is 42",))
+    full = make(dirs, arch).collate([group])
+    n_resp = int(full["response_lengths"][0])
+    ids = full["input_ids"][0].tolist()
+    prefix, resp = ids[: len(ids) - n_resp], ids[len(ids) - n_resp :]
+    tok = make(dirs, arch).collator.tokenizer
+    head = len(tok(tok.decode(prefix).split(long_prompt)[0], add_special_tokens=False)["input_ids"])
+    assert not full["truncated_prompt"].any() and not full["truncated_response"].any()
+    for side in ("left", "right"):
+        cut = make(dirs, arch, max_length=60, max_prompt_length=30, truncation_side=side).collate([group])
+        got = cut["input_ids"][0].tolist()
+        over = len(prefix) - 30
+        # Hand-derived: `over` prompt-text tokens go, from the text's start (left) or end (right).
+        end = head + _text_tokens(tok, long_prompt)  # the prompt text is prefix[head:end]
+        want_prefix = prefix[:head] + prefix[head + over:] if side == "left" else prefix[: end - over] + prefix[end:]
+        assert got == want_prefix + resp, side
+        assert cut["truncated_prompt"].tolist() == [True] and cut["truncated_response"].tolist() == [False]
+        assert cut["response_lengths"].tolist() == [n_resp]
+    # A response longer than the room left keeps its first tokens and is reported.
+    short = Group("Hi", (" ".join(f"r{i}" for i in range(40)),))
+    whole = make(dirs, arch).collate([short])
+    cut = make(dirs, arch, max_length=24, max_prompt_length=12).collate([short])
+    n = int(whole["input_ids"].shape[1] - whole["response_lengths"][0])
+    assert n <= 12 and cut["input_ids"].shape == (1, 24)
+    assert cut["input_ids"][0].tolist() == whole["input_ids"][0, :24].tolist()
+    assert cut["response_lengths"].tolist() == [24 - n]
+    assert cut["truncated_prompt"].tolist() == [False] and cut["truncated_response"].tolist() == [True]
+    # The template alone over the budget: one clear error, never a cut into the template.
+    with pytest.raises(ConfigError, match="max_prompt_length=2"):
+        make(dirs, arch, max_length=24, max_prompt_length=2).collate([short])
+
+
+def _text_tokens(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _grads(bb):

@@ -73,9 +73,13 @@ def test_eval_rm_bench_end_to_end(ws, capsys, shared_data_path):
     for got, want in zip(scores, direct):
         assert got == pytest.approx(want, abs=1e-5)
     recomputed = rm_bench.metrics(items, scores)
-    assert {k: v for k, v in metrics.items() if k not in ("benchmark", "num_items", "definition")} == recomputed
-    # What the CLI prints is the table of the saved metrics.
-    assert capsys.readouterr().out == format_table(metrics) + f"\nwrote {out}\n"
+    meta = ("benchmark", "num_items", "definition", "truncation")
+    assert {k: v for k, v in metrics.items() if k not in meta} == recomputed
+    # 12 items x 6 responses (3 chosen + 3 rejected styles), none cut at the default limits.
+    assert metrics["truncation"] == [{"name": "text_a", "sequences": 72, "prompt": 0, "response": 0}]
+    assert capsys.readouterr().out == format_table(metrics) + "\n" + (
+        "truncated (text_a): 0 of 72 prompts cut (model.backbone.max_prompt_length), 0 of 72 responses lost their "
+        f"end (model.backbone.max_length)\nwrote {out}\n")
 
 
 def test_one_member_ensemble_scores_like_member_and_mean_of_two(ws):
@@ -147,7 +151,8 @@ def test_score_writes_rewards_and_the_accuracy_table(ws, capsys):
     # The text pairs are q0, q2, q4, all of category "y": the summary counts them from the rewards.
     right = sum(x["chosen_reward"] > x["rejected_reward"] for x in lines)
     want = {"accuracy": right / 3, "n": 3}
-    assert json.loads(summary.read_text()) == {"overall": want, "y": want}
+    truncation = [{"name": "text_a", "sequences": 6, "prompt": 0, "response": 0}]  # 3 pairs, nothing cut
+    assert json.loads(summary.read_text()) == {"overall": want, "y": want, "truncation": truncation}
     printed = capsys.readouterr().out.splitlines()
     pct = f"{100 * right / 3:7.1f}%"
     assert printed[:3] == ["category  accuracy      n", f"overall  {pct}      3", f"y        {pct}      3"]

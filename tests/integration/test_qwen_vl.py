@@ -213,17 +213,26 @@ def test_image_processor_runs_once_per_group(dirs):
     assert calls == [1, 2]  # one call per group with images, with that group's images
 
 
-def test_left_truncation_keeps_the_response_and_guards_image_tokens(dirs):
-    long_prompt = "Describe the image in detail. " * 20
-    text = Group(long_prompt, ("The answer is 42",))
-    full = make(dirs).collate([text])
-    cut = make(dirs, max_length=24).collate([text])
-    assert cut["input_ids"].shape[1] == 24
-    assert torch.equal(cut["input_ids"][0], full["input_ids"][0, -24:])  # cut from the left
-    assert cut["response_lengths"].tolist() == full["response_lengths"].tolist()
-    # Cutting into an image's tokens would misalign the shared embeddings: refuse clearly.
-    with pytest.raises(ValueError, match="max_length"):
-        make(dirs, max_length=10).collate([Group("q", ("a long response here",), (solid_image(112, 112),))])
+def test_truncation_cuts_prompt_text_only_never_image_tokens(dirs):
+    long_prompt = " ".join(f"w{i}" for i in range(40))
+    group = Group(long_prompt, ("The answer is 42",), (solid_image(56, 56),))
+    full = make(dirs).collate([group])
+    n_img = int((full["input_ids"] == make(dirs).image_token_id).sum())
+    n_resp = int(full["response_lengths"][0])
+    ids = full["input_ids"][0].tolist()
+    cut = make(dirs, max_length=n_img + 40, max_prompt_length=n_img + 20).collate([group])
+    got = cut["input_ids"][0].tolist()
+    assert len(got) == n_img + 20 + n_resp  # the prompt part is exactly at its budget
+    assert got[-n_resp:] == ids[-n_resp:]  # the response is whole
+    assert got.count(make(dirs).image_token_id) == n_img  # every image token stays
+    tok = make(dirs).collator.tokenizer
+    text = tok.decode(got[: len(got) - n_resp])
+    assert "<|vision_start|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert long_prompt.endswith(text.split("<|vision_end|>")[1].split("<|im_end|>")[0])  # cut from the left
+    assert cut["truncated_prompt"].tolist() == [True] and cut["truncated_response"].tolist() == [False]
+    # Image tokens above the prompt budget: one clear error instead of a misaligned image.
+    with pytest.raises(ConfigError, match="image"):
+        make(dirs, max_length=n_img + 4, max_prompt_length=n_img).collate([Group("q", ("a",), (solid_image(56, 56),))])
 
 
 def test_chat_template_is_used_when_present(dirs):

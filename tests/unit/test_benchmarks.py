@@ -25,6 +25,7 @@ from basereward.eval.benchmarks import pairs as pairs_bench
 from basereward.eval.benchmarks import vl_rewardbench as vlrb
 from basereward.eval.runner import _score_line
 from basereward.scoring import ScoreShapeError
+from basereward.scoring.interface import NonFiniteRewardError
 
 
 def pair(item_id: str, preferred: int = 0, **meta) -> BenchItem:
@@ -790,6 +791,6 @@ def test_run_benchmark_checks_the_scores_and_refuses_nan(tmp_path):
     with pytest.raises(ScoreShapeError, match="returned 1 scores for group 0, which has 2 responses"):
         run_benchmark(OneScoreShort(), "pairs", str(data), str(tmp_path / "o.json"))
     # A NaN reward is one clear error, and no metrics or scores file is left behind.
-    with pytest.raises(DataError, match=r"o\.json: cannot write NaN"):
+    with pytest.raises(NonFiniteRewardError, match=r"^item \S+: reward 1 of 2 is nan \(\d+ non-finite rewards in all\)"):
         run_benchmark(FuncScorer(lambda r: float("nan")), "pairs", str(data), str(tmp_path / "o.json"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val.jsonl"]

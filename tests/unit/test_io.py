@@ -10,6 +10,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from basereward.errors import DataError
 from basereward.io import (
@@ -102,6 +104,46 @@ def test_gzip_jsonl_and_json(tmp_path):
     bad = tmp_path / "bad.jsonl.gz"
     bad.write_bytes(b"not gzip at all")
     assert _error(iter_lines, bad).startswith(f"{bad}: cannot read file (")
+
+
+def _reference_lines(data: bytes, limit: int) -> list:
+    """What iter_lines must give: str.split semantics, blank lines dropped, long ones flagged."""
+    out = []
+    for lineno, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+        if len(line) > limit:
+            out.append((lineno, "too long"))
+        elif line.strip():
+            out.append((lineno, line.rstrip(b"\r")))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from([b"a", b"{}", b"\n", b"\n\n", b" ", b"\t", b"\r", b"xyz12", b"\xef\xbb\xbf"]),
+                   max_size=40),
+    chunk=st.sampled_from([3, 4, 7, 1 << 20]),
+    limit=st.integers(1, 12),
+)
+def test_iter_lines_chunked_reader_equals_splitting_the_whole_file(parts, chunk, limit):
+    # The chunked reader (blank-line skipping, lines across chunks, BOM, limit) against the
+    # obvious whole-file definition, with chunks small enough to split every kind of line.
+    import tempfile
+
+    import basereward.io as bio
+
+    data = b"".join(parts)
+    with tempfile.TemporaryDirectory() as d:
+        f = os.path.join(d, "x.jsonl")
+        with open(f, "wb") as fh:
+            fh.write(data)
+        got: list = []
+        old, bio._CHUNK = bio._CHUNK, chunk
+        try:
+            for lineno, raw in iter_lines(f, max_line_bytes=limit, on_long=lambda n: got.append((n, "too long"))):
+                got.append((lineno, raw))
+        finally:
+            bio._CHUNK = old
+    assert got == _reference_lines(data, limit)
 
 
 def test_json_list_errors(tmp_path):

@@ -1,8 +1,9 @@
 """Building configs from YAML, dicts and dotted overrides; writing them back.
 
 `load_config(path, ["train.lr=3e-6", ...])` applies dotted overrides to a YAML preset. Unknown
-keys and values of the wrong type are `ConfigError`s; a key that moved gets an error naming its
-new place (see `compat.py`).
+keys, values of the wrong type and a key given twice in one mapping (YAML would silently keep
+the last) are `ConfigError`s; a key that moved gets an error naming its new place (see
+`compat.py`).
 """
 
 from __future__ import annotations
@@ -119,12 +120,47 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+    def __str__(self) -> str:
+        return f"duplicate key '{self.key}' (first on line {self.first})"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping instead of keeping the last."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<:` merges may be overridden by the mapping's own keys, as YAML intends
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise _DuplicateKey(key, line, seen[key])
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _yaml(text: str | bytes) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.path=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _yaml(raw) if raw != "" else ""
+    except _DuplicateKey as e:
+        raise ConfigError(f"override {text!r}: {e}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -154,7 +190,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            # Bytes: YAML detects the encoding (and a byte-order mark) itself.
+            data = _yaml(p.read_bytes()) or {}
+        except _DuplicateKey as e:
+            raise ConfigError(f"{p}:{e.line}: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

@@ -114,13 +114,26 @@ class BackboneConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     max_length: int = 2048
-    """Maximum tokens per sequence; longer prompts are cut from the left (the response is kept)."""
+    """Maximum tokens per sequence: the prompt part (chat template, image tokens, prompt text) plus
+    the response."""
+    max_prompt_length: int = 0
+    """Most tokens the prompt part keeps (0 = half of `max_length`). An over-long prompt loses
+    text on `truncation_side` (the template and image tokens always stay); the response keeps the
+    rest of `max_length` and loses its end beyond it. The cut depends on the item alone, so a
+    reward never depends on what it is batched with; every command reports how many were cut."""
+    truncation_side: Literal["left", "right"] = "left"
+    """Which end of an over-long prompt text is cut: `left` keeps its end (the question usually
+    comes last, as in a dialogue's latest turn); `right` keeps its start."""
     system_prompt: str = ""
     """Optional system message prepended to every conversation."""
     mini_vl: MiniVLConfig = field(default_factory=MiniVLConfig)
     """Settings read only by `mini-vl`; with another backbone every value must stay at its default."""
     qwen_vl: QwenVLConfig = field(default_factory=QwenVLConfig)
     """Settings read only by `qwen2.5-vl` / `qwen2-vl`; with another backbone they must stay at their defaults."""
+
+    def prompt_budget(self) -> int:
+        """Tokens the prompt part may keep (`max_prompt_length`, 0 = half of `max_length`)."""
+        return self.max_prompt_length or self.max_length // 2
 
     @staticmethod
     def sections() -> tuple[str, ...]:
@@ -179,6 +192,9 @@ class DataConfig:
     """Grounded-caption file (see data/regions.py) for the alignment stage of a backbone that has
     one (mini-vl's `words` projector) before reward training; the demo's generator writes one.
     Empty = no stage."""
+    image_root: str = ""
+    """Folder every image of the training and validation files must lie in (symlinks followed;
+    `../`, absolute paths elsewhere and symlinks out are bad rows). Empty = images anywhere."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +290,9 @@ def _validate_backbone(bb: BackboneConfig, where: str) -> None:
         if mv.image_tap_max_pool and not mv.image_multiscale:
             raise ConfigError(f"{where}.mini_vl.image_tap_max_pool: needs image_multiscale=true "
                               "(it pools the earlier stages that multiscale adds)")
+    if bb.max_prompt_length >= bb.max_length:
+        raise ConfigError(f"{where}.max_prompt_length ({bb.max_prompt_length}) must be below max_length "
+                          f"({bb.max_length}): the response needs room")
     qv = bb.qwen_vl
     if qv.min_pixels > qv.max_pixels:
         raise ConfigError(f"{where}.qwen_vl.min_pixels ({qv.min_pixels}) must not exceed max_pixels ({qv.max_pixels})")

@@ -5,23 +5,32 @@ One pair per line:
 "source": str, "category": str}`. `id`, `prompt`, `images`, `chosen` and `rejected` are required
 (`images` is `[]` for text-only pairs); `source` and `category` default to "". Image paths are
 relative to the JSONL file's directory (absolute paths are kept as they are); once loaded, a
-`PreferencePair` holds absolute paths. Unknown keys are ignored so that files may carry extra
-metadata; a misspelt required key still fails as a missing field.
+`PreferencePair` holds absolute real paths. With an `image_root` every image must resolve
+(symlinks followed) inside that root: `../`, absolute paths elsewhere and symlinks out are bad
+rows. Only regular files are opened (a FIFO named `x.png` is refused, never waited on). Unknown
+keys are ignored so that files may carry extra metadata; a misspelt required key still fails as
+a missing field.
+
+`iter_pairs` streams a file in bounded memory (what `data check` uses on files of any size);
+`load_pairs` is its list.
 
 Every problem is reported as `file:line: reason`, the file as the user named it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from basereward.data.rows import collect_rows, log_stderr
+from basereward.data.paths import ImagePathError, confine, open_regular
+from basereward.data.rows import SeenIds, iter_rows, log_stderr
 from basereward.data.schema import PreferencePair
 from basereward.errors import DataError
 from basereward.io import parse_record, write_jsonl
@@ -31,6 +40,10 @@ from basereward.io import parse_record, write_jsonl
 # keeping one decoded RGB image near 100 MB; PIL's own default (~89 Mpx) only *warns* and decodes
 # up to twice that, which lets a few hostile files exhaust a data-loader's memory.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024 // 2
+
+# Image check results remembered per file (many pairs share one picture); bounded so that a file
+# naming millions of distinct images does not grow memory.
+_IMAGE_CACHE = 4096
 
 _REQUIRED_TEXT = ("prompt", "chosen", "rejected")
 _OPTIONAL_TEXT = ("source", "category")
@@ -46,14 +59,29 @@ class _ImageProblem(Exception):
 
 
 def _decode(path: str) -> Image.Image:
-    """Open, verify and fully decode `path`, refusing oversized images before decoding.
+    """Open a regular file and decode it (`_decode_stream`)."""
+    try:
+        fh = open_regular(path)
+    except ImagePathError as exc:
+        raise _ImageProblem(exc.reason) from None
+    try:
+        with fh:
+            return _decode_stream(fh)
+    except FileNotFoundError as exc:
+        raise _ImageProblem("image not found") from exc
+    except (IsADirectoryError, PermissionError) as exc:
+        raise _ImageProblem("unreadable image", exc.strerror or type(exc).__name__) from exc
+
+
+def _decode_stream(fh: Any) -> Image.Image:
+    """Verify and fully decode an open binary stream, refusing oversized images before decoding.
 
     `verify()` checks chunk CRCs but not that the pixel data is complete, and `load()` catches
     truncation but not every CRC error, so both run. PIL's decompression-bomb warning is turned
     into an error: a warning would let the image decode anyway.
     """
     try:
-        with open(path, "rb") as fh, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(fh)
             width, height = im.size
@@ -68,14 +96,10 @@ def _decode(path: str) -> Image.Image:
             im = Image.open(fh)
             im.load()
             return im
-    except _ImageProblem:
+    except (_ImageProblem, FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _ImageProblem("decompression bomb refused", str(exc)) from exc
-    except FileNotFoundError as exc:
-        raise _ImageProblem("image not found") from exc
-    except (IsADirectoryError, PermissionError) as exc:
-        raise _ImageProblem("unreadable image", exc.strerror or type(exc).__name__) from exc
     except Exception as exc:  # PIL signals corruption with OSError, SyntaxError, ValueError, ...
         raise _ImageProblem("corrupt or unreadable image", str(exc) or type(exc).__name__) from exc
 
@@ -95,7 +119,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image as fully decoded RGB with the loader's safety checks.
 
-    Raises DataError("path: reason") for a missing, corrupt, truncated or oversized file.
+    Raises DataError("path: reason") for a missing, corrupt, truncated or oversized file, and for
+    anything that is not a regular file (checked before and after opening, so a FIFO never hangs).
     """
     try:
         im = _decode(os.fspath(path))
@@ -105,8 +130,19 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     return _to_rgb(im)
 
 
+def decode_image_bytes(data: bytes, shown: str = "image") -> Image.Image:
+    """Encoded image bytes (an upload, a data URL, a dataset's `bytes` column) -> RGB, with the
+    same checks as `open_image`; DataError("shown: reason")."""
+    try:
+        im = _decode_stream(io.BytesIO(data))
+    except _ImageProblem as problem:
+        detail = f" ({problem.detail})" if problem.detail else ""
+        raise DataError(f"{shown}: {problem.kind}{detail}") from None
+    return _to_rgb(im)
+
+
 def _parse_row(
-    raw: bytes, base_dir: str, seen_ids: dict[str, int], lineno: int
+    raw: bytes, base_dir: str, root: str | None, seen_ids: SeenIds, lineno: int
 ) -> tuple[PreferencePair, list[tuple[str, str]]]:
     """One line -> (pair, [(relative image path, absolute path)]); raises ValueError(reason)."""
     row = parse_record(raw)
@@ -129,16 +165,21 @@ def _parse_row(
         raise ValueError("empty id")
     # Register the id before the content checks so that a repeated id is reported even when the
     # first occurrence fails for another reason: the file has two rows claiming one id either way.
-    if pair_id in seen_ids:
-        raise ValueError(f"duplicate id '{pair_id}' (first on line {seen_ids[pair_id]})")
-    seen_ids[pair_id] = lineno
+    first = seen_ids.first_line(pair_id, lineno)
+    if first is not None:
+        raise ValueError(f"duplicate id '{pair_id}' (first on line {first})")
     for key in _REQUIRED_TEXT:
         if not row[key].strip():
             raise ValueError(f"empty {key}")
     if row["chosen"] == row["rejected"]:
         raise ValueError("chosen and rejected are identical")
 
-    resolved = [(p, os.path.normpath(os.path.join(base_dir, p))) for p in images]
+    resolved = []
+    for rel in images:
+        try:
+            resolved.append((rel, confine(rel, base_dir=base_dir, root=root)))
+        except ImagePathError as exc:
+            raise ValueError(f"{exc.reason}: {rel}") from None
     pair = PreferencePair(
         id=pair_id,
         prompt=row["prompt"],
@@ -151,41 +192,62 @@ def _parse_row(
     return pair, resolved
 
 
-def load_pairs(
+def iter_pairs(
     path: str | os.PathLike[str],
     on_error: str = "fail",
     check_images: bool = True,
     log: Callable[[str], None] = log_stderr,
-) -> list[PreferencePair]:
-    """Read a pair JSONL file (optionally .gz), validating every row.
+    image_root: str | os.PathLike[str] | None = None,
+) -> Iterator[PreferencePair]:
+    """Stream the valid pairs of a pair JSONL file (optionally .gz), validating every row.
 
-    on_error="fail": raise one DataError naming the first bad row and how many more there are
-    (the full list is on the exception's `errors` attribute). on_error="skip": `log` each bad
-    row, return the good ones and log "skipped N of M rows" (the policy of `data.rows`).
-    check_images=False skips every image-file check (existence and decoding); paths are still
-    resolved.
+    on_error="fail": after the whole file is read, raise one DataError naming the first bad row
+    and how many more there are (the first messages are on the exception's `errors` attribute);
+    no pair after the first bad row is yielded. on_error="skip": `log` each bad row, yield the good
+    ones and log "skipped N of M rows" (the policy of `data.rows`). check_images=False skips the
+    image-file checks (existence and decoding); paths are still resolved and confined.
+    `image_root`: the folder every image must lie in (None: anywhere).
     """
     base_dir = str(Path(os.fspath(path)).resolve().parent)
-    seen_ids: dict[str, int] = {}
-    # Many pairs share one image (e.g. several prompts per picture): decode each file once.
-    image_cache: dict[str, _ImageProblem | None] = {}
+    root = os.fspath(image_root) if image_root is not None else None
+    seen_ids = SeenIds()
+    image_cache: OrderedDict[str, _ImageProblem | None] = OrderedDict()
+
+    def check(abs_path: str) -> _ImageProblem | None:
+        if abs_path in image_cache:
+            image_cache.move_to_end(abs_path)
+            return image_cache[abs_path]
+        try:
+            _decode(abs_path)
+            problem = None
+        except _ImageProblem as exc:
+            problem = exc
+        image_cache[abs_path] = problem
+        if len(image_cache) > _IMAGE_CACHE:
+            image_cache.popitem(last=False)
+        return problem
 
     def parse(lineno: int, raw: bytes) -> PreferencePair:
-        pair, resolved = _parse_row(raw, base_dir, seen_ids, lineno)
+        pair, resolved = _parse_row(raw, base_dir, root, seen_ids, lineno)
         for rel, abs_path in resolved if check_images else ():
-            if abs_path not in image_cache:
-                try:
-                    _decode(abs_path)
-                    image_cache[abs_path] = None
-                except _ImageProblem as problem:
-                    image_cache[abs_path] = problem
-            problem = image_cache[abs_path]
+            problem = check(abs_path)
             if problem is not None:
                 detail = f" ({problem.detail})" if problem.detail else ""
                 raise ValueError(f"{problem.kind}: {rel}{detail}")
         return pair
 
-    return collect_rows(path, parse, on_error=on_error, log=log, what="pairs")
+    return iter_rows(path, parse, on_error=on_error, log=log, what="pairs")
+
+
+def load_pairs(
+    path: str | os.PathLike[str],
+    on_error: str = "fail",
+    check_images: bool = True,
+    log: Callable[[str], None] = log_stderr,
+    image_root: str | os.PathLike[str] | None = None,
+) -> list[PreferencePair]:
+    """Every valid pair of a pair JSONL file: `iter_pairs` as a list (same arguments)."""
+    return list(iter_pairs(path, on_error, check_images, log, image_root))
 
 
 def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike[str]) -> None:

@@ -13,40 +13,50 @@ import math
 from typing import Any
 
 from ..errors import DataError
-from ..io import scores_path_for, write_json, write_jsonl
-from ..scoring.interface import RewardSource, score_checked
+from ..io import finite, scores_path_for, write_json, write_jsonl
+from ..scoring.interface import RewardSource, score_checked, writable_rewards
+from ..scoring.truncation import truncation_summary
 from .benchmarks import BenchItem, canonical_name, get_benchmark
 
 _RESERVED = ("id", "scores", "chosen_reward", "rejected_reward")
 
 
-def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limit: int = 0) -> dict[str, Any]:
+def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limit: int = 0,
+                  allow_nonfinite: bool = False, image_root: str | None = None) -> dict[str, Any]:
     """Score benchmark `bench` read from `data` with any reward source, write the metrics to
     `output` (and the per-item scores beside it), return them.
 
     `limit` > 0 keeps only the first `limit` items (a quick smoke run; the metrics then describe
     that prefix, not the benchmark).
+
+    A NaN / infinite reward stops the run before anything is written (the error names the item);
+    with `allow_nonfinite` it counts as a wrong comparison, is written as null and counted in
+    `nonfinite_rewards`. `image_root`: image files named by the benchmark must lie in it.
     """
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     name = canonical_name(bench)
     module = get_benchmark(name)
-    items: list[BenchItem] = module.load(data)
+    items: list[BenchItem] = module.load(data, image_root=image_root)
     if limit:
         items = items[:limit]
     if not items:
         raise DataError(f"{data}: no {name} items to score")
     # One call: the scorer owns batching, image sharing within a group and progress reporting.
     scores = score_checked(scorer, [item.group for item in items])
+    rows, n_bad = writable_rewards([item.id for item in items], scores, allow_nonfinite)
     result: dict[str, Any] = {"benchmark": name, "num_items": len(items), "definition": module.DEFINITION}
     result.update(module.metrics(items, scores))
+    result["truncation"] = truncation_summary(scorer)
+    if n_bad:
+        result["nonfinite_rewards"] = n_bad
 
-    write_json(output, result)
-    write_jsonl(scores_path_for(output), (_score_line(item, row) for item, row in zip(items, scores)))
+    write_json(output, finite(result) if n_bad else result)  # a NaN mean is only expected after NaN rewards
+    write_jsonl(scores_path_for(output), (_score_line(item, row) for item, row in zip(items, rows)))
     return result
 
 
-def _score_line(item: BenchItem, row: list[float]) -> dict[str, Any]:
+def _score_line(item: BenchItem, row: list[float | None]) -> dict[str, Any]:
     line: dict[str, Any] = {"id": item.id, "scores": row}
     preferred = item.meta.get("preferred")
     if len(row) == 2 and preferred in (0, 1):

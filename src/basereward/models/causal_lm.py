@@ -13,8 +13,10 @@ import torch
 
 from ..config import BackboneConfig
 from ..data.schema import Group
+from ..errors import DataError
 from .backbone import Backbone, register_backbone
 from .common import (
+    Truncation,
     group_sizes_tensor,
     pad_right,
     pad_token_id,
@@ -33,28 +35,31 @@ class TextCollator:
     def __init__(self, tokenizer: Any, cfg: BackboneConfig) -> None:
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self.truncation = Truncation.from_config(cfg)
         self.pad_id = pad_token_id(tokenizer)
 
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
-        prefixes, responses = [], []
+        prompts, prefixes, responses = [], [], []
         for g, group in enumerate(groups):
             if group.images:
-                raise ValueError(
-                    f"group {g} has {len(group.images)} image(s), but backbone 'causal-lm' is text-only; "
+                raise DataError(
+                    f"an item has {len(group.images)} image(s), but backbone 'causal-lm' is text-only; "
                     "use a vision-language backbone (qwen2.5-vl, qwen2-vl, mini-vl) for multimodal data"
                 )
             for response in group.responses:
                 prefix, resp = render_conversation(self.tokenizer, group.prompt, response, system=self.cfg.system_prompt)
+                prompts.append(group.prompt)
                 prefixes.append(prefix)
                 responses.append(resp)
         group_sizes = group_sizes_tensor(groups)
-        ids, response_lengths = tokenize_conversations(self.tokenizer, prefixes, responses, self.cfg.max_length)
-        input_ids, attention_mask = pad_right(ids, self.pad_id)
+        tok = tokenize_conversations(self.tokenizer, prompts, prefixes, responses, self.truncation)
+        input_ids, attention_mask = pad_right(tok.ids, self.pad_id)
         return {
             "input_ids": input_ids,  # (N, T)
             "attention_mask": attention_mask,  # (N, T)
-            "response_lengths": torch.tensor(response_lengths, dtype=torch.long),  # (N,)
+            "response_lengths": torch.tensor(tok.response_lengths, dtype=torch.long),  # (N,)
             "group_sizes": group_sizes,  # (G,)
+            **tok.report(),
         }
 
 

@@ -1,7 +1,7 @@
 """Helpers shared by the transformers-based backbones (Qwen-VL, causal LM, mini-vl).
 
 Everything here is model-agnostic: dtype resolution, image opening, chat rendering, tokenising
-prefix + response with left truncation, right padding, and preparing a language model for
+prefix + response under the one truncation rule, right padding, and preparing a language model for
 training (freezing, top-N layers, LoRA, gradient checkpointing).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,32 +99,101 @@ def render_conversation(
 # ----------------------------------------------------------------------------- tokens
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """The one truncation rule of every backbone; it looks at one item only.
+
+    The prompt part (chat template, image tokens, prompt text) keeps at most `max_prompt_length`
+    tokens: an over-long prompt loses text from its `side` ("left" keeps the end), never template
+    or image tokens. The response keeps `max_length` minus the prompt part's length and loses its
+    end beyond that. The prompt part depends on the prompt alone (so a group's responses share
+    it) and each response's cut on its own prompt and itself: no reward depends on batch partners.
+    """
+
+    max_length: int
+    max_prompt_length: int
+    side: str = "left"
+
+    @classmethod
+    def from_config(cls, cfg: BackboneConfig) -> "Truncation":
+        return cls(cfg.max_length, cfg.prompt_budget(), cfg.truncation_side)
+
+    def fit_prompt(self, ids: list[int], editable: tuple[int, int]) -> tuple[list[int], bool]:
+        """`ids` of a prompt part cut to the budget inside `editable` = [a, b), the prompt text's
+        tokens; (ids, whether anything was cut)."""
+        over = len(ids) - self.max_prompt_length
+        if over <= 0:
+            return list(ids), False
+        a, b = editable
+        if over > b - a:
+            raise ConfigError(
+                f"model.backbone.max_prompt_length={self.max_prompt_length}: the chat template and image "
+                f"tokens of a prompt alone take {len(ids) - (b - a)} tokens; raise model.backbone.max_prompt_length "
+                "(and max_length) or lower the image resolution"
+            )
+        if self.side == "left":
+            return list(ids[:a]) + list(ids[a + over:]), True
+        return list(ids[: b - over]) + list(ids[b:]), True
+
+    def fit_response(self, prompt_len: int, ids: Sequence[int]) -> tuple[list[int], bool]:
+        """The response's first `max_length - prompt_len` tokens; (ids, whether its end was cut)."""
+        room = self.max_length - prompt_len
+        return list(ids[:room]), len(ids) > room
+
+
+@dataclass
+class Tokenized:
+    """Token ids of each sequence, its response length and which items were cut."""
+
+    ids: list[list[int]]
+    response_lengths: list[int]
+    prompt_cut: list[bool]
+    response_cut: list[bool]
+
+    def report(self) -> dict[str, torch.Tensor]:
+        """The batch keys every collator adds: what truncation did to each sequence."""
+        return {"truncated_prompt": torch.tensor(self.prompt_cut, dtype=torch.bool),
+                "truncated_response": torch.tensor(self.response_cut, dtype=torch.bool)}
+
+
+def token_span(offsets: Sequence[tuple[int, int]], start: int, stop: int) -> tuple[int, int]:
+    """[a, b): the tokens whose characters lie inside text[start:stop] (offsets from a fast tokenizer)."""
+    a = next((i for i, (s, _) in enumerate(offsets) if s >= start), len(offsets))
+    b = a
+    while b < len(offsets) and offsets[b][1] <= stop:
+        b += 1
+    return a, b
+
+
 def tokenize_conversations(
-    tokenizer: Any, prefixes: Sequence[str], responses: Sequence[str], max_length: int
-) -> tuple[list[list[int]], list[int]]:
-    """Token ids of `prefix + response` for each pair, cut from the LEFT to `max_length`.
+    tokenizer: Any, prompts: Sequence[str], prefixes: Sequence[str], responses: Sequence[str], policy: Truncation
+) -> Tokenized:
+    """Token ids of `prefix + response` for each item, fitted by `policy`.
 
     The concatenated text is tokenised in one piece (so ids equal tokenising the whole
-    conversation); the response length is `len(full) - len(prefix)`. Cutting from the left drops
-    the prompt first and reaches the response only when the response alone is longer than
-    `max_length`; the returned response length counts the response tokens that were kept.
-    No special tokens are added: chat templates already contain BOS where a model needs one.
+    conversation); a token belongs to the response when it starts after the prefix. Only the
+    tokens of the prompt text (found in the prefix) may be cut from the prompt part. No special
+    tokens are added: chat templates already contain BOS where a model needs one.
     """
-    if len(prefixes) != len(responses):
-        raise ValueError(f"{len(prefixes)} prefixes but {len(responses)} responses")
-    if max_length <= 0:
-        raise ConfigError(f"model.backbone.max_length: must be positive, got {max_length}")
-    # The prefix of a group repeats for each of its responses: tokenise each distinct one once.
-    unique = list(dict.fromkeys(prefixes))
-    prefix_len = dict(zip(unique, map(len, tokenizer(unique, add_special_tokens=False)["input_ids"])))
-    fulls = tokenizer([p + r for p, r in zip(prefixes, responses)], add_special_tokens=False)["input_ids"]
-    ids_out, lengths = [], []
-    for prefix, ids in zip(prefixes, fulls):
-        n_resp = max(len(ids) - prefix_len[prefix], 0)
-        ids = ids[-max_length:]
-        ids_out.append(list(ids))
-        lengths.append(min(n_resp, len(ids)))
-    return ids_out, lengths
+    if not len(prompts) == len(prefixes) == len(responses):
+        raise ValueError(f"{len(prompts)} prompts, {len(prefixes)} prefixes, {len(responses)} responses")
+    fulls = [p + r for p, r in zip(prefixes, responses)]
+    out = Tokenized([], [], [], [])
+    if not fulls:
+        return out
+    enc = tokenizer(fulls, add_special_tokens=False, return_offsets_mapping=True)
+    for prompt, prefix, ids, offsets in zip(prompts, prefixes, enc["input_ids"], enc["offset_mapping"]):
+        n_prefix = sum(1 for s, _ in offsets if s < len(prefix))
+        at = prefix.rfind(prompt) if prompt else -1
+        # A template that rewrites the prompt text: any prefix token may be cut.
+        editable = token_span(offsets[:n_prefix], at, at + len(prompt)) if at >= 0 else (0, n_prefix)
+        head, cut_p = policy.fit_prompt(ids[:n_prefix], editable)
+        resp, cut_r = policy.fit_response(len(head), ids[n_prefix:])
+        out.ids.append(head + resp)
+        out.response_lengths.append(len(resp))
+        out.prompt_cut.append(cut_p)
+        out.response_cut.append(cut_r)
+    return out
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

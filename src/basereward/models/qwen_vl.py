@@ -24,6 +24,7 @@ from ..data.schema import Group
 from ..errors import ConfigError
 from .backbone import Backbone, register_backbone
 from .common import (
+    Truncation,
     group_sizes_tensor,
     load_image,
     pad_right,
@@ -55,6 +56,7 @@ class QwenVLCollator:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.cfg = cfg
+        self.truncation = Truncation.from_config(cfg)
         self.image_token_id = image_token_id
         self.pad_id = pad_token_id(tokenizer)
         self.merge_size = int(image_processor.merge_size)
@@ -81,7 +83,7 @@ class QwenVLCollator:
         return parts[0] + "".join(IMAGE_TOKEN * k + part for k, part in zip(tokens_per_image, parts[1:]))
 
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
-        prefixes, responses, expected_image_tokens = [], [], []
+        prompts, prefixes, responses, expected_image_tokens = [], [], [], []
         pixel_values, grids, images_per_group = [], [], []
         for g, group in enumerate(groups):
             n_img = len(group.images)
@@ -101,30 +103,27 @@ class QwenVLCollator:
                     num_images=n_img,
                     image_placeholder=IMAGE_PLACEHOLDER,
                 )
+                prompts.append(group.prompt)
                 prefixes.append(self._prefix_with_image_tokens(prefix, tokens_per_image, f"group {g}"))
                 responses.append(resp)
                 expected_image_tokens.append(sum(tokens_per_image))
         group_sizes = group_sizes_tensor(groups)
-        ids, response_lengths = tokenize_conversations(self.tokenizer, prefixes, responses, self.cfg.max_length)
-        # forward() scatters each group's image embeddings into exactly these positions.
-        for i, (seq, want) in enumerate(zip(ids, expected_image_tokens)):
-            have = seq.count(self.image_token_id)
-            if have < want:
-                raise ValueError(
-                    f"sequence {i}: truncation to max_length={self.cfg.max_length} cut into its {want} image "
-                    "tokens; raise model.backbone.max_length or lower model.backbone.qwen_vl.max_pixels"
-                )
-            if have > want:
-                raise ValueError(f"sequence {i}: the response text contains {IMAGE_TOKEN!r}")
-        input_ids, attention_mask = pad_right(ids, self.pad_id)
+        tok = tokenize_conversations(self.tokenizer, prompts, prefixes, responses, self.truncation)
+        # forward() scatters each group's image embeddings into exactly these positions; the
+        # truncation rule never cuts image tokens, so a mismatch means the text holds the token.
+        for i, (seq, want) in enumerate(zip(tok.ids, expected_image_tokens)):
+            if seq.count(self.image_token_id) != want:
+                raise ValueError(f"sequence {i}: the prompt or response text contains {IMAGE_TOKEN!r}")
+        input_ids, attention_mask = pad_right(tok.ids, self.pad_id)
         return {
             "input_ids": input_ids,  # (N, T)
             "attention_mask": attention_mask,  # (N, T)
-            "response_lengths": torch.tensor(response_lengths, dtype=torch.long),  # (N,)
+            "response_lengths": torch.tensor(tok.response_lengths, dtype=torch.long),  # (N,)
             "group_sizes": group_sizes,  # (G,)
             "pixel_values": torch.cat(pixel_values) if pixel_values else torch.zeros(0, self.patch_dim),  # (P, D)
             "image_grid_thw": torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long),  # (I, 3)
             "images_per_group": torch.tensor(images_per_group, dtype=torch.long),  # (G,)
+            **tok.report(),
         }
 
 

@@ -7,10 +7,14 @@ Saved layout (safetensors only, never pickle):
     reward_head.safetensors      the head
     backbone.safetensors         the backbone's trainable tensors (projector, LoRA adapters,
                                  unfrozen layers); frozen base weights are re-read from their source
+The directory is written beside its target and renamed into place (never half a model).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +25,7 @@ from torch import nn
 from ..config import ModelConfig, from_dict, to_dict, upgrade_saved_model
 from ..data.schema import Group
 from ..errors import BaseRewardError
-from ..io import finite, read_json, write_json
+from ..io import finite, read_json, replace_dir, write_json, write_text
 from .backbone import Backbone, build_backbone, last_token_index
 from .head import RewardHead
 
@@ -74,9 +78,28 @@ class RewardModel(nn.Module):
         return {n: p.detach() for n, p in self.backbone.named_parameters()
                 if p.requires_grad or (keep and n.startswith(keep))}
 
-    def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None,
+                        files: dict[str, str] | None = None) -> Path:
+        """Write the model (and `files`: name -> text, e.g. the training config) to `out_dir`
+        atomically: everything goes to a sibling temporary directory that then replaces
+        `out_dir`, so an interrupted save leaves the previous model (or none), never half of one."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not _replaceable(out):
+            raise BaseRewardError(f"{out}: exists and is not a basereward model directory; not replacing it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.mkdir()
+            self._write(tmp, extra)
+            for name, text in (files or {}).items():
+                write_text(tmp / name, text)
+            replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    def _write(self, out: Path, extra: dict[str, Any] | None) -> None:
         head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
         save_file(head_state, str(out / HEAD_NAME))
         bb_state = {k: v.contiguous().cpu() for k, v in self.trainable_backbone_state().items()}
@@ -97,8 +120,8 @@ class RewardModel(nn.Module):
             "backbone_tensors": sorted(bb_state),
             **(extra or {}),
         }
+        # Written last: a directory without it is never taken for a model.
         write_json(out / CONFIG_NAME, finite(meta))
-        return out
 
     def load_trainable(self, model_dir: str | Path) -> None:
         """Copy a saved model's backbone metadata, head and trainable backbone tensors into this
@@ -129,6 +152,11 @@ class RewardModel(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def _replaceable(path: Path) -> bool:
+    """A directory a save may replace whole: empty, or a saved model (never a folder of other files)."""
+    return path.is_dir() and (not any(path.iterdir()) or (path / CONFIG_NAME).is_file())
 
 
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

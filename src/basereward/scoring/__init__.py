@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .interface import RewardSource, ScoreShapeError, ScoringMixin, check_scores, score_checked, score_pairs
+from .interface import (
+    RewardSource,
+    ScoreShapeError,
+    ScoringMixin,
+    check_scores,
+    score_checked,
+    score_pairs,
+)
 
 _TORCH_NAMES = ("Scorer", "length_estimate", "default_device")
 

@@ -12,6 +12,7 @@ Torch-free: importing this module never loads a model framework.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -29,6 +30,38 @@ class RewardSource(Protocol):
 
 class ScoreShapeError(BaseRewardError):
     """A reward source returned scores that do not line up with the groups it was given."""
+
+
+class NonFiniteRewardError(BaseRewardError):
+    """A reward source produced NaN or infinity where a reward was to be written."""
+
+
+def writable_rewards(ids: Sequence[str], scores: Sequence[Sequence[float]], allow_nonfinite: bool = False,
+                     labels: Sequence[str] = ()) -> tuple[list[list[float | None]], int]:
+    """Rewards ready for a JSON file: (rows with every NaN / infinity as None, how many there were).
+
+    Without `allow_nonfinite`, the first one raises NonFiniteRewardError naming the item id (and
+    the response: `labels[k]`, else its position), since a diverged model's NaN is not a score.
+    """
+    rows: list[list[float | None]] = []
+    count, first = 0, ""
+    for item_id, row in zip(ids, scores):
+        out: list[float | None] = []
+        for k, value in enumerate(row):
+            value = float(value)
+            if math.isfinite(value):
+                out.append(value)
+                continue
+            if not first:
+                what = f"the {labels[k]} reward" if k < len(labels) else f"reward {k + 1} of {len(row)}"
+                first = f"item {item_id}: {what} is {value}"
+            count += 1
+            out.append(None)
+        rows.append(out)
+    if count and not allow_nonfinite:
+        raise NonFiniteRewardError(f"{first} ({count} non-finite reward{'s' if count > 1 else ''} in all); "
+                                   "nothing was written (--allow-nonfinite writes them as null)")
+    return rows, count
 
 
 class ScoringMixin(ABC):

@@ -43,6 +43,8 @@ class Scorer(ScoringMixin):
         self.model.to(self.device).eval()
         self.progress = progress
         self.name = name
+        # What the truncation rule did to every sequence this scorer has scored (see `truncation`).
+        self.truncated = {"sequences": 0, "prompt": 0, "response": 0}
 
     def score_groups(self, groups: Sequence[Group]) -> list[list[float]]:
         """scores[i][k] = reward of groups[i].responses[k]."""
@@ -54,6 +56,7 @@ class Scorer(ScoringMixin):
                 batch = self.model.collate([groups[i] for i in idx])
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 rewards = self.model(batch).float().cpu().tolist()
+                self._count_truncation(batch, len(rewards))
                 pos = 0
                 for i in idx:
                     n = len(groups[i].responses)
@@ -64,6 +67,13 @@ class Scorer(ScoringMixin):
         if bar is not None:
             bar.close()
         return out  # type: ignore[return-value]
+
+    def _count_truncation(self, batch: dict, n: int) -> None:
+        self.truncated["sequences"] += n
+        for key in ("prompt", "response"):
+            flags = batch.get(f"truncated_{key}")
+            if flags is not None:
+                self.truncated[key] += int(flags.sum())
 
     def _autocast(self):
         dtype = next(self.model.backbone.parameters()).dtype

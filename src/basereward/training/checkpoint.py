@@ -6,22 +6,32 @@
         trainer_state.json     optimizer hyper-parameters, scheduler state, step, metrics
         rng.safetensors        torch CPU (and CUDA) RNG states
         config.yaml            the resolved run config
+
+A checkpoint is read whole before anything is restored (`read_checkpoint`): a truncated, missing
+or unparsable file is a `CheckpointError` naming it, so `train.resume=auto` can fall back to the
+previous checkpoint instead of half-restoring a damaged one.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..io import finite, read_json, write_json, write_text
+from ..errors import BaseRewardError, TrainingError
+from ..io import finite, read_json, replace_dir, write_json, write_text
+from ..models.reward_model import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME
 
 _STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint cannot be resumed from: a file is missing, truncated or unparsable."""
 
 
 def optimizer_state_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -94,11 +104,12 @@ def write_checkpoint(
     if tensors:
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     save_file(rng_state(), str(tmp / "rng.safetensors"))
-    state = dict(trainer_state, step=step, optimizer_groups=groups, scheduler=scheduler.state_dict())
+    # `optimizer_tensors` lets a reader tell "no optimizer state yet" from a lost file.
+    state = dict(trainer_state, step=step, optimizer_groups=groups, scheduler=scheduler.state_dict(),
+                 optimizer_tensors=bool(tensors))
     write_json(tmp / "trainer_state.json", finite(state), default=float)
     write_text(tmp / "config.yaml", config_yaml)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_dir(tmp, final)
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -112,9 +123,59 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _tensors(path: Path, required: bool = True) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        if required:
+            raise CheckpointError(f"{path}: missing")
+        return {}
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for every kind of damage
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """Header and size only (a truncated file fails here), without reading the tensors twice."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    meta = _json(model_dir / CONFIG_NAME)
+    if not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{model_dir / CONFIG_NAME}: no \"model\" section")
+    _check_safetensors(model_dir / HEAD_NAME)
+    if meta.get("backbone_tensors") or (model_dir / BACKBONE_NAME).exists():
+        _check_safetensors(model_dir / BACKBONE_NAME)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        data = read_json(path)
+    except BaseRewardError as e:
+        raise CheckpointError(str(e)) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return data
+
+
 def read_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    state = read_json(ckpt / "trainer_state.json")
-    opt_path = ckpt / "optimizer.safetensors"
-    opt = load_file(str(opt_path)) if opt_path.is_file() else {}
-    rng = load_file(str(ckpt / "rng.safetensors"))
+    """(trainer state, optimizer tensors, RNG tensors) of a checkpoint whose every file was found
+    readable (the model's safetensors by header and size); CheckpointError("file: reason") if not."""
+    state = _json(ckpt / "trainer_state.json")
+    missing = [k for k in ("step", "scheduler", "optimizer_groups") if k not in state]
+    if missing or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{ckpt / 'trainer_state.json'}: incomplete (no valid {', '.join(missing) or 'step'})")
+    opt = _tensors(ckpt / "optimizer.safetensors", required=bool(state.get("optimizer_tensors")))
+    rng = _tensors(ckpt / "rng.safetensors")
+    if "torch_cpu" not in rng:
+        raise CheckpointError(f"{ckpt / 'rng.safetensors'}: no torch_cpu RNG state")
+    _check_model_dir(ckpt / "model")
     return state, opt, rng

@@ -4,6 +4,11 @@ A global batch of `train.global_batch_size` pairs is split into micro-batches of
 `micro_batch_size` pairs on each of `world_size` processes, with gradient accumulation making up
 the rest. Each micro-batch puts chosen and rejected of every pair in one forward (the pair's
 image encoded once). Metrics are summed across processes before dividing.
+
+A non-finite reward, loss, gradient norm, update or weight stops the run with a TrainingError
+before the optimizer step could spread it (and before any save). Every check reads a value that
+is the same on all processes (sums after the all-reduce, the clipped global norm), so all of
+them stop at the same step: one process raising alone would leave the others waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +33,26 @@ def _non_finite(step: int, what: str, value: object, plural: bool = False) -> st
     return (f"step {step}: the {what} {'are' if plural else 'is'} {value}; training stopped and no model was "
             "saved from this run "
             "(lower train.lr / train.head_lr, or look for extreme rewards in the data)")
+
+
+def _optimizer_step(optimizer, step: int) -> None:
+    """optimizer.step(), with AdamW's float overflow (a step size lr / (1 - beta1^t) beyond
+    float32, e.g. train.lr=3e38) as the same TrainingError as any other non-finite update."""
+    try:
+        optimizer.step()
+    except RuntimeError as e:
+        if "overflow" not in str(e):
+            raise
+        raise TrainingError(_non_finite(step, "optimizer update", f"not finite ({e})")) from None
+
+
+def _check_weights(accelerator, optimizer, step: int) -> None:
+    """Stop before a huge but finite learning rate leaves infinite weights to be saved. The flag
+    is summed across processes: sharded weights (FSDP) differ between them."""
+    flags = [~torch.isfinite(p.detach()).all() for g in optimizer.param_groups for p in g["params"]]
+    bad = torch.stack(flags).sum().to(torch.float64).reshape(1) if flags else torch.zeros(1, dtype=torch.float64)
+    if accelerator.reduce(bad.to(accelerator.device), reduction="sum").item() > 0:
+        raise TrainingError(_non_finite(step, "weights", "not all finite after the update", plural=True))
 
 
 def _progress_bar(run: Run, start_step: int):
@@ -55,7 +80,10 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
     device = accelerator.device
     bar = _progress_bar(run, start_step)
     step, last, t0 = start_step, {}, time.time()
-    acc = torch.zeros(4, device=device, dtype=torch.float64)  # loss_sum, correct, gap_sum, count
+    # loss_sum, correct, gap_sum, count, micro-batches with a non-finite reward, sequences whose
+    # prompt / response the truncation rule cut
+    acc = torch.zeros(7, device=device, dtype=torch.float64)
+    cut_total = [0, 0, 0]  # over the run: sequences, prompts cut, responses cut
     micro = 0
     try:
         for batch in loader:
@@ -70,36 +98,45 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
                     rewards[:, 0], rewards[:, 1], len_w=lens[:, 0], len_l=lens[:, 1],
                     zero_coef=cfg.loss.zero_coef, length_norm=cfg.loss.length_norm, margin=cfg.loss.margin,
                 )
-                # Infinite rewards can still give a finite loss (+inf vs -inf): check both.
-                if not torch.isfinite(rewards.detach()).all():
-                    raise TrainingError(_non_finite(step + 1, "rewards", "not all finite", plural=True))
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingError(_non_finite(step + 1, "loss", float(loss.detach())))
-                # Mean over micro-batches of equal size = mean over the global batch.
+                # Mean over micro-batches of equal size = mean over the global batch. A non-finite
+                # loss still goes backward: every process must reach the same collectives, and
+                # the step is stopped below, before the optimizer uses the gradients.
                 accelerator.backward(loss / accum)
             # The training objective's sum (it may carry regularisers), then the metrics module's
-            # correct / gap / count of the same rewards: B numbers per micro-batch.
+            # correct / gap / count of the same rewards: B numbers per micro-batch. Infinite
+            # rewards can still give a finite loss (+inf vs -inf): they are counted apart.
             r = rewards.detach().double().cpu()
-            sums = metrics.pair_sums(r[:, 0].numpy(), r[:, 1].numpy())
-            acc += torch.tensor([float(loss.detach()) * sums["count"], sums["correct"], sums["gap_sum"], sums["count"]],
+            ok = bool(torch.isfinite(r).all())  # the step stops below; no metrics (nor warnings) of NaN
+            sums = metrics.pair_sums(r[:, 0].numpy(), r[:, 1].numpy()) if ok else \
+                {"correct": 0, "gap_sum": 0.0, "count": r.shape[0]}
+            acc += torch.tensor([float(loss.detach()) * sums["count"], sums["correct"], sums["gap_sum"], sums["count"],
+                                 float(not ok), _cut(batch, "prompt"), _cut(batch, "response")],
                                 device=device, dtype=torch.float64)
             micro += 1
             if not last_micro:
                 continue
             micro = 0
-            grad_norm = None
-            if tc.max_grad_norm > 0:
-                grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.max_grad_norm)
-                if not torch.isfinite(torch.as_tensor(grad_norm)):
-                    raise TrainingError(_non_finite(step + 1, "gradient norm", float(grad_norm)))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            # Sum numerators and denominators across processes, then divide.
+            # Sum numerators and denominators across processes, then divide. The same sums carry
+            # the non-finite checks, so every process stops at the same step (one raising alone
+            # would leave the others waiting in the next all-reduce).
             tot = accelerator.reduce(acc.clone(), reduction="sum")
             acc.zero_()
             n = max(float(tot[3]), 1.0)
+            if tot[4] > 0:
+                raise TrainingError(_non_finite(step + 1, "rewards", "not all finite", plural=True))
+            if not torch.isfinite(tot[0]):
+                raise TrainingError(_non_finite(step + 1, "loss", float(tot[0]) / n))
+            grad_norm = None
+            if tc.max_grad_norm > 0:
+                # The norm of the all-reduced gradients: the same number on every process.
+                grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.max_grad_norm)
+                if not torch.isfinite(torch.as_tensor(grad_norm)):
+                    raise TrainingError(_non_finite(step + 1, "gradient norm", float(grad_norm)))
+            _optimizer_step(optimizer, step + 1)
+            _check_weights(accelerator, optimizer, step + 1)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
             last = {
                 "step": step, "epoch": step / run.plan.steps_per_epoch(), "loss": float(tot[0]) / n,
                 "accuracy": float(tot[1]) / n, "reward_gap": float(tot[2]) / n,
@@ -107,6 +144,10 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
             }
             if grad_norm is not None:
                 last["grad_norm"] = float(grad_norm)
+            # Sequences of this step whose prompt text / response end the truncation rule cut.
+            last["truncated_prompts"], last["truncated_responses"] = int(tot[5]), int(tot[6])
+            for i, v in enumerate((2 * n, tot[5], tot[6])):
+                cut_total[i] += int(v)
             if step % max(tc.log_every, 1) == 0 or step == run.total_steps:
                 run.log(last)
             if bar is not None:
@@ -125,7 +166,16 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
     finally:
         if bar is not None:
             bar.close()
+    if accelerator.is_main_process and cut_total[0]:
+        print(f"[basereward] truncated in training: {cut_total[1]} of {cut_total[0]} prompts cut "
+              f"(model.backbone.max_prompt_length), {cut_total[2]} of {cut_total[0]} responses lost their end "
+              "(model.backbone.max_length)", flush=True)
     return step, last
+
+
+def _cut(batch: dict[str, Any], what: str) -> float:
+    flags = batch.get(f"truncated_{what}")
+    return float(flags.sum()) if flags is not None else 0.0
 
 
 def validate(run: Run, model: RewardModel, val_pairs: Sequence[PreferencePair], step: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,10 +25,12 @@ import yaml
 
 from ..config import Config, ConfigError, save_config, to_dict
 from ..data.schema import PreferencePair
+from ..errors import BaseRewardError, TrainingError
 from ..io import append_jsonl, finite, iter_jsonl, write_json, write_jsonl
 from ..models.backbone import Backbone
 from ..models.reward_model import RewardModel
-from .checkpoint import list_checkpoints, load_optimizer_state, read_checkpoint, set_rng_state, write_checkpoint
+from .checkpoint import (CheckpointError, list_checkpoints, load_optimizer_state, read_checkpoint, set_rng_state,
+                         write_checkpoint)
 from .plan import StepPlan
 
 
@@ -80,6 +83,8 @@ def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
                     lengths=tuple(length_estimate(p.to_group()) for p in train_pairs))
+    if not train_pairs:
+        raise ConfigError("no training pairs: the training set is empty (data.train)")
     if plan.steps_per_epoch() == 0:
         raise ConfigError(
             f"train.global_batch_size={tc.global_batch_size} is larger than the {len(train_pairs)} training pairs"
@@ -123,16 +128,14 @@ def optimisation(run: Run, model: RewardModel) -> Optimisation:
     return Optimisation(optimizer, scheduler, dict(enumerate(names)))
 
 
-def _resume_target(resume: str, out_dir: Path) -> Path | None:
-    if not resume:
-        return None
+def _resume_candidates(resume: str, out_dir: Path) -> list[Path]:
+    """Checkpoints to try, newest first: every one under output_dir for `auto`, else the named one."""
     if resume == "auto":
-        found = list_checkpoints(out_dir)
-        return found[-1] if found else None
+        return list_checkpoints(out_dir)[::-1]
     p = Path(resume)
     if not (p / "trainer_state.json").is_file():
         raise ConfigError(f"train.resume: {p} is not a checkpoint directory (no trainer_state.json)")
-    return p
+    return [p]
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -142,23 +145,53 @@ def _trim_log(path: Path, step: int) -> None:
         write_jsonl(path, [rec for _, rec in iter_jsonl(path) if int(rec.get("step", 0)) <= step])
 
 
+def _restore(ckpt: Path, model: RewardModel, opt: Optimisation) -> tuple[int, dict[str, Any]]:
+    state, opt_tensors, rng = read_checkpoint(ckpt)  # every file is read before anything changes
+    try:
+        model.load_trainable(ckpt / "model")
+        if opt_tensors:
+            load_optimizer_state(opt.optimizer, opt.param_names, opt_tensors, state["optimizer_groups"])
+        opt.scheduler.load_state_dict(state["scheduler"])
+    except torch.OutOfMemoryError:
+        raise  # not the checkpoint's fault: no fallback
+    except (BaseRewardError, ValueError, KeyError, RuntimeError) as e:
+        # Readable files that do not fit this model (another config, a damaged tensor table).
+        raise CheckpointError(f"{ckpt}: does not fit this run ({str(e).splitlines()[0]})") from None
+    set_rng_state(rng)
+    return int(state["step"]), state.get("history", {})
+
+
 def resume(run: Run, model: RewardModel, opt: Optimisation) -> tuple[int, dict[str, Any]] | None:
     """Restore trainable weights (and the backbone's metadata), optimizer, scheduler, RNG and the
-    step counter from `train.resume`; (start step, history), or None for a fresh run."""
-    ckpt = _resume_target(run.cfg.train.resume, run.out_dir)
-    if ckpt is None:
+    step counter from `train.resume`; (start step, history), or None for a fresh run.
+
+    With `auto`, a damaged latest checkpoint (a run killed while the disk filled, a truncated
+    copy) is skipped with a warning for the one before it; with none readable, or a named
+    checkpoint damaged, the run stops with one line naming the file.
+    """
+    setting = run.cfg.train.resume
+    if not setting:
         return None
-    state, opt_tensors, rng = read_checkpoint(ckpt)
-    model.load_trainable(ckpt / "model")
-    if opt_tensors:
-        load_optimizer_state(opt.optimizer, opt.param_names, opt_tensors, state["optimizer_groups"])
-    opt.scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(rng)
-    start_step = int(state["step"])
-    if run.is_main:
-        _trim_log(run.out_dir / "metrics.jsonl", start_step)
-        print(f"[basereward] resumed from {ckpt} at step {start_step}/{run.total_steps}", flush=True)
-    return start_step, state.get("history", {})
+    candidates = _resume_candidates(setting, run.out_dir)
+    if not candidates:
+        return None
+    problems: list[str] = []
+    for ckpt in candidates:
+        try:
+            start_step, history = _restore(ckpt, model, opt)
+        except CheckpointError as e:
+            problems.append(str(e))
+            if run.is_main and setting == "auto":
+                print(f"[basereward] warning: cannot resume from {ckpt.name}: {e}", file=sys.stderr, flush=True)
+            continue
+        if run.is_main:
+            _trim_log(run.out_dir / "metrics.jsonl", start_step)
+            print(f"[basereward] resumed from {ckpt} at step {start_step}/{run.total_steps}", flush=True)
+        return start_step, history
+    if setting != "auto":
+        raise TrainingError(f"train.resume: {problems[0]}")
+    raise TrainingError(f"train.resume=auto: no readable checkpoint under {run.out_dir / 'checkpoints'} "
+                        f"({'; '.join(problems)})")
 
 
 def alignment(run: Run, model: RewardModel) -> dict[str, Any] | None:
@@ -207,8 +240,8 @@ def save(run: Run, model: RewardModel, result: dict[str, Any]) -> dict[str, Any]
     """The final model (with the result), its training config, and result.json; adds model_dir."""
     model_dir = run.out_dir / "model"
     if run.is_main:
-        model.save_pretrained(model_dir, extra={"train_result": result})
-        save_config(run.cfg, model_dir / "train_config.yaml")
+        # The training config goes in with the model: the directory appears whole or not at all.
+        model.save_pretrained(model_dir, extra={"train_result": result}, files={"train_config.yaml": run.config_yaml()})
         write_json(run.out_dir / "result.json", finite(result))
     run.accelerator.wait_for_everyone()
     result["model_dir"] = str(model_dir)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError
-from ..io import finite, write_json
+from ..io import copy_dir, finite, write_json
 
 
 def sweep(cfg: Config) -> dict[str, Any]:
@@ -31,8 +30,7 @@ def sweep(cfg: Config) -> dict[str, Any]:
     # Highest accuracy wins; lower validation loss breaks ties.
     best = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     best_dir = root / "best"
-    shutil.rmtree(best_dir, ignore_errors=True)
-    shutil.copytree(best["model_dir"], best_dir)
+    copy_dir(best["model_dir"], best_dir)
     summary = {"runs": runs, "best": best, "best_dir": str(best_dir)}
     write_json(root / "sweep.json", finite(summary))
     print("lr        val_acc   val_loss")

@@ -26,7 +26,13 @@ from basereward.data.synthetic.base import (
     pick,
     true_and_fake,
 )
-from basereward.data.synthetic.render import COLOUR_NAMES, PLURAL, SHAPES, distinct_objects, render_scene
+from basereward.data.synthetic.render import (
+    COLOUR_NAMES,
+    PLURAL,
+    SHAPES,
+    distinct_objects,
+    render_scene,
+)
 
 _MAX_OBJECTS = 4  # per scene; a count question may add distractors up to 5 objects in all
 

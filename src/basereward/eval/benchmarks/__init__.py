@@ -1,7 +1,8 @@
 """Reward benchmarks: one module per benchmark behind a two-function interface.
 
 Each module exposes `NAME`, `DEFINITION` (one sentence: how the headline metric is computed),
-`load(path) -> list[BenchItem]` (reads the benchmark's published local layout) and
+`load(path, image_root=None) -> list[BenchItem]` (reads the benchmark's published local layout;
+image files it names must lie under `image_root` when one is given, see `data.paths`) and
 `metrics(items, scores) -> dict` (pure; `scores[i][k]` is the reward of
 `items[i].group.responses[k]`). Ties always count as wrong: "correct" means strictly greater
 (`basereward.metrics`). Records are read with `basereward.io.iter_records` (JSON list, JSONL or

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ...data.paths import OUTSIDE_ROOT, ImagePathError, confine
 from ...data.schema import Group
 from ...errors import DataError
 from ...io import iter_records
@@ -46,8 +47,9 @@ VIDEO_FRAMES = 32
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def load(path: str, video_frames: int = VIDEO_FRAMES) -> list[BenchItem]:
-    """Pairs from the JSONL (or a directory holding `mm_reward_bench.jsonl`)."""
+def load(path: str, video_frames: int = VIDEO_FRAMES, image_root: str | None = None) -> list[BenchItem]:
+    """Pairs from the JSONL (or a directory holding `mm_reward_bench.jsonl`); images and frames
+    confined to `image_root` when one is given."""
     p = existing_path(path)
     file = p / "mm_reward_bench.jsonl" if p.is_dir() else p
     existing_path(file)
@@ -67,9 +69,10 @@ def load(path: str, video_frames: int = VIDEO_FRAMES) -> list[BenchItem]:
         if category not in CATEGORIES:
             raise DataError(f"{where}: cannot tell the category (no 'category' field; path {media!r})")
         if rec.get("image"):
-            images: tuple[str, ...] = (str(_resolve(base, rec["image"], where, want_dir=False)),)
+            images: tuple[str, ...] = (str(_resolve(base, rec["image"], where, False, image_root)),)
         elif rec.get("video"):
-            images = _frames(_resolve(base, rec["video"], where, want_dir=True), video_frames, where)
+            frames = _resolve(base, rec["video"], where, True, image_root)
+            images = _frames(frames, video_frames, where, image_root)
         else:
             images = ()
         meta = {"question_id": qid, "category": category, "preferred": 0}
@@ -80,17 +83,30 @@ def load(path: str, video_frames: int = VIDEO_FRAMES) -> list[BenchItem]:
     return items
 
 
-def _resolve(base: Path, rel: str, where: str, want_dir: bool) -> Path:
-    """The media path, tried beside the file and under its `images/` folder."""
+def _resolve(base: Path, rel: str, where: str, want_dir: bool, root: str | None) -> Path:
+    """The media path, tried beside the file and under its `images/` folder (inside `root`)."""
+    outside = False
     for cand in (Path(rel), base / rel, base / "images" / rel):
-        if cand.is_dir() if want_dir else cand.is_file():
-            return cand.resolve()
+        try:
+            real = Path(confine(str(cand), root=root))
+        except ImagePathError:
+            outside = True
+            continue
+        if real.is_dir() if want_dir else real.is_file():
+            return real
+    if outside:
+        raise DataError(f"{where}: {OUTSIDE_ROOT}: {rel}")
     kind = "video frame directory" if want_dir else "image"
     raise DataError(f"{where}: {kind} not found: {rel} (looked in {base} and {base / 'images'})")
 
 
-def _frames(directory: Path, count: int, where: str) -> tuple[str, ...]:
+def _frames(directory: Path, count: int, where: str, root: str | None) -> tuple[str, ...]:
     files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES)
+    for f in files:  # a frame may be a symlink out of the root
+        try:
+            confine(str(f), root=root)
+        except ImagePathError:
+            raise DataError(f"{where}: {OUTSIDE_ROOT}: {f}") from None
     if not files:
         raise DataError(f"{where}: video directory {directory} holds no frame images")
     picks = np.linspace(0, len(files) - 1, count, dtype=int)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ...data.paths import ImagePathError, resolve_image_path
 from ...data.schema import Group
 from ...errors import DataError
 from ...io import iter_records
@@ -84,8 +85,9 @@ def column_of(category: str, item_id: str) -> str | None:
     return None
 
 
-def load(path: str) -> list[BenchItem]:
-    """Items from `all_data.json` (or a directory holding it); image paths become absolute."""
+def load(path: str, image_root: str | None = None) -> list[BenchItem]:
+    """Items from `all_data.json` (or a directory holding it); image paths become absolute real
+    paths, confined to `image_root` when one is given."""
     p = existing_path(path)
     file = p / "all_data.json" if p.is_dir() else p
     existing_path(file)
@@ -103,11 +105,13 @@ def load(path: str) -> list[BenchItem]:
         column = column_of(category, item_id)
         if column is None:
             raise DataError(f"{where}: unknown Category {category!r}")
-        image = base / field_of(rec, "Image", where)
-        if not image.is_file():
-            raise DataError(f"{where}: image not found: {image}")
+        name = field_of(rec, "Image", where)
+        try:
+            image = resolve_image_path(name, base_dir=str(base), root=image_root)
+        except ImagePathError as exc:
+            raise DataError(f"{where}: {exc.reason}: {base / name}") from None
         meta = {"category": category, "column": column, "preferred": 0 if better == "Output1" else 1}
-        group = Group(prompt=text, responses=outputs, images=(str(image.resolve()),))
+        group = Group(prompt=text, responses=outputs, images=(image,))
         items.append(BenchItem(id=item_id, group=group, meta=meta))
     return items
 

@@ -22,8 +22,8 @@ DEFINITION = (
 )
 
 
-def load(path: str) -> list[BenchItem]:
-    """Pairs from a pair JSONL file (any bad row is a DataError)."""
+def load(path: str, image_root: str | None = None) -> list[BenchItem]:
+    """Pairs from a pair JSONL file (any bad row is a DataError; images confined to `image_root`)."""
     from ...data.pairs import load_pairs
 
     return [
@@ -32,7 +32,7 @@ def load(path: str) -> list[BenchItem]:
             group=p.to_group(),
             meta={"preferred": 0, "category": p.category, "source": p.source},
         )
-        for p in load_pairs(path, on_error="fail")
+        for p in load_pairs(path, on_error="fail", image_root=image_root)
     ]
 
 

@@ -83,8 +83,11 @@ SECTIONS = {
 }
 
 
-def load(path: str) -> list[BenchItem]:
-    """Rows from a JSON/JSONL/parquet file or a directory of them."""
+def load(path: str, image_root: str | None = None) -> list[BenchItem]:
+    """Rows from a JSON/JSONL/parquet file or a directory of them.
+
+    Text-only: no record names an image file, so `image_root` has nothing to confine.
+    """
     items = []
     for file in expand(path, ["*.parquet", "*.jsonl", "*.json"]):
         for where, rec in iter_records(file):

@@ -46,8 +46,11 @@ def pooled_domain(name: str) -> str:
     return "safety" if name.startswith("safety") else name
 
 
-def load(path: str) -> list[BenchItem]:
-    """Items from one RM-Bench file or a directory of `*_filtered.json` files."""
+def load(path: str, image_root: str | None = None) -> list[BenchItem]:
+    """Items from one RM-Bench file or a directory of `*_filtered.json` files.
+
+    Text-only: no record names an image file, so `image_root` has nothing to confine.
+    """
     items = []
     for file in expand(path, ["*" + _SUFFIX]):
         file_domain = file.name[: -len(_SUFFIX)] if file.name.endswith(_SUFFIX) else None

@@ -23,12 +23,14 @@ Images are opened lazily (PIL decodes on first use), so memory holds the compres
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ...data.paths import ImagePathError, confine
 from ...data.schema import Group
 from ...errors import DataError
 from ...io import iter_records
@@ -57,16 +59,16 @@ def group_of(item_id: str) -> str:
     return "General"
 
 
-def load(path: str) -> list[BenchItem]:
-    """Items from one parquet file or a directory of them."""
+def load(path: str, image_root: str | None = None) -> list[BenchItem]:
+    """Items from one parquet file or a directory of them; image paths confined to `image_root`."""
     items = []
     for file in expand(path, ["*.parquet"]):
         for where, rec in iter_records(file):
-            items.append(_item(rec, where, file.parent))
+            items.append(_item(rec, where, file.parent, image_root))
     return items
 
 
-def _item(rec: dict[str, Any], where: str, base: Path) -> BenchItem:
+def _item(rec: dict[str, Any], where: str, base: Path, image_root: str | None) -> BenchItem:
     item_id = field_of(rec, "id", where)
     where = f"{where} (id {item_id})"
     query = field_of(rec, "query", where)
@@ -81,12 +83,12 @@ def _item(rec: dict[str, Any], where: str, base: Path) -> BenchItem:
         "preferred": preferred,
         "human_ranking": list(ranking),
     }
-    image = _image(rec.get("image"), where, base)
+    image = _image(rec.get("image"), where, base, image_root)
     group = Group(prompt=query, responses=tuple(responses), images=(image,))
     return BenchItem(id=item_id, group=group, meta=meta)
 
 
-def _image(value: Any, where: str, base: Path) -> Any:
+def _image(value: Any, where: str, base: Path, image_root: str | None) -> Any:
     """A lazily opened PIL image from the HF Image struct, raw bytes, or a path."""
     data, path = None, None
     if isinstance(value, dict):
@@ -103,8 +105,12 @@ def _image(value: Any, where: str, base: Path) -> Any:
     if path:
         # HF stores the original file name here; it is only usable if the file sits beside us.
         p = Path(path) if Path(path).is_absolute() else base / path
-        if p.is_file():
-            return str(p.resolve())
+        try:
+            real = confine(path, base_dir=str(base), root=image_root)
+        except ImagePathError as exc:
+            raise DataError(f"{where}: {exc.reason}: {path}") from None
+        if os.path.isfile(real):
+            return real
         raise DataError(f"{where}: image has no bytes and {p} does not exist")
     raise DataError(f"{where}: missing image")
 

@@ -10,9 +10,8 @@ import numpy as np
 import torch
 
 from ...data.schema import Group
-from ...errors import ConfigError
 from ..backbone import conversation_text
-from ..common import group_sizes_tensor, pad_right, pad_token_id
+from ..common import Truncation, group_sizes_tensor, pad_right, pad_token_id, token_span
 from .vision import image_key, preprocess_image
 
 
@@ -44,10 +43,10 @@ class MiniVLCollator:
     (I, 3, S, S); each group's images once, group by group.
     """
 
-    def __init__(self, tokenizer: Any, *, max_length: int, system_prompt: str, image_size: int,
+    def __init__(self, tokenizer: Any, *, truncation: Truncation, system_prompt: str, image_size: int,
                  tokens_per_image: int, feature_cache: dict[str, torch.Tensor]) -> None:
         self.tokenizer = tokenizer
-        self.max_length, self.system_prompt = max_length, system_prompt
+        self.truncation, self.system_prompt = truncation, system_prompt
         self.image_size, self.tokens_per_image = image_size, tokens_per_image
         self.feature_cache = feature_cache
         # Image positions hold the pad id in input_ids (so the ids stay valid) and are
@@ -57,27 +56,24 @@ class MiniVLCollator:
         self.head_text = head.split("<|im_start|>user\n", 1)[0] + "<|im_start|>user\n"
         self.head_ids = tokenizer(self.head_text, add_special_tokens=False)["input_ids"]
 
-    def _token_rows(self, group: Group) -> tuple[list[int], list[int], list[list[int]]]:
-        """(prefix ids, prefix image mask, response ids) of one group, cut to max_length."""
+    def _token_rows(self, group: Group) -> tuple[list[int], list[int], bool, list[list[int]], list[bool]]:
+        """(prefix ids, prefix image mask, prompt cut?, response ids, response cut? each) of one
+        group under the truncation rule: the prefix depends on the prompt alone, so its responses
+        share it, and each response is cut against that prefix only."""
         tok = self.tokenizer
         n_img = len(group.images) * self.tokens_per_image
         prefix_text, _ = conversation_text(group.prompt, "", self.system_prompt)
-        tail = tok(prefix_text[len(self.head_text):], add_special_tokens=False)["input_ids"]
+        tail_text = prefix_text[len(self.head_text):]  # prompt text + the assistant turn's opening
+        enc = tok(tail_text, add_special_tokens=False, return_offsets_mapping=True)
+        fixed = len(self.head_ids) + n_img
+        a, b = token_span(enc["offset_mapping"], 0, len(group.prompt))
+        prefix_ids, prompt_cut = self.truncation.fit_prompt(
+            self.head_ids + [self.pad_id] * n_img + enc["input_ids"], (fixed + a, fixed + b))
+        prefix_img = [0] * len(self.head_ids) + [1] * n_img + [0] * (len(prefix_ids) - fixed)
         answers = [conversation_text("", r)[1] for r in group.responses]
-        resp_ids = tok(answers, add_special_tokens=False)["input_ids"]
-        budget = self.max_length - len(self.head_ids) - n_img
-        longest = max(len(r) for r in resp_ids)
-        if budget < 8:
-            raise ConfigError(f"model.backbone.max_length={self.max_length} leaves no room after the image tokens")
-        # Cut the prompt from the left first (the question's end matters most), then the
-        # start of over-long responses; the chat head and the image tokens always stay.
-        room_for_tail = max(budget - longest, min(len(tail), 8))
-        tail = tail[len(tail) - min(len(tail), room_for_tail):]
-        room_for_resp = budget - len(tail)
-        resp_ids = [r[-room_for_resp:] for r in resp_ids]
-        prefix = self.head_ids + [self.pad_id] * n_img + tail
-        prefix_img = [0] * len(self.head_ids) + [1] * n_img + [0] * len(tail)
-        return prefix, prefix_img, resp_ids
+        fitted = [self.truncation.fit_response(len(prefix_ids), r)
+                  for r in tok(answers, add_special_tokens=False)["input_ids"]]
+        return prefix_ids, prefix_img, prompt_cut, [r for r, _ in fitted], [c for _, c in fitted]
 
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
         sizes = group_sizes_tensor(groups)
@@ -85,6 +81,8 @@ class MiniVLCollator:
         image_group: list[int] = []
         cached: list[torch.Tensor | None] = []
         prefixes, prefix_img, responses, seq_group, keys = [], [], [], [], []
+        cut_prompt: list[bool] = []
+        cut_resp: list[bool] = []
         for g_idx, group in enumerate(groups):
             keys.append(group_key(group))
             for img in group.images:
@@ -92,12 +90,14 @@ class MiniVLCollator:
                 cached.append(self.feature_cache.get(key) if key is not None else None)
                 images.append(img)
                 image_group.append(g_idx)
-            prefix, mask, resp_ids = self._token_rows(group)
+            prefix, mask, prompt_cut, resp_ids, resp_cut = self._token_rows(group)
             prefixes.append(prefix)
             prefix_img.append(mask)
-            for r in resp_ids:
+            for r, cut in zip(resp_ids, resp_cut):
                 responses.append(r)
                 seq_group.append(g_idx)
+                cut_prompt.append(prompt_cut)
+                cut_resp.append(cut)
         full = [prefixes[g] + r for g, r in zip(seq_group, responses)]
         full_img = [prefix_img[g] + [0] * len(r) for g, r in zip(seq_group, responses)]
         input_ids, attention_mask = pad_right(full, self.pad_id)
@@ -119,6 +119,8 @@ class MiniVLCollator:
             "resp_ids": resp_ids_t,  # (N, Tr) responses alone
             "resp_mask": resp_mask,
             "group_keys": tuple(keys),  # content hashes: what the frozen-trunk cache is keyed by
+            "truncated_prompt": torch.tensor(cut_prompt, dtype=torch.bool),  # (N,)
+            "truncated_response": torch.tensor(cut_resp, dtype=torch.bool),  # (N,)
         }
         if images and all(c is not None for c in cached):
             batch["image_features"] = torch.stack(cached)  # (I, cells, C): the encoder's output, cached

@@ -18,10 +18,24 @@ import torch
 from ...config import BackboneConfig
 from ...errors import ConfigError
 from ..backbone import Backbone, Capabilities, register_backbone
-from ..common import prepare_language_model, resolve_dtype
-from ..prefix import TrunkCache, first_trained_layer, lm_runner, new_cache, shared_prefix_forward
+from ..common import Truncation, prepare_language_model, resolve_dtype
+from ..prefix import (
+    TrunkCache,
+    first_trained_layer,
+    lm_runner,
+    new_cache,
+    shared_prefix_forward,
+)
 from .collator import MiniVLCollator
-from .projector import FILLER, build_projector, cell_targets, soft_words, train_alignment, vocabulary_ids, word_token_ids
+from .projector import (
+    FILLER,
+    build_projector,
+    cell_targets,
+    soft_words,
+    train_alignment,
+    vocabulary_ids,
+    word_token_ids,
+)
 from .vision import ImageEncoder, encode_into_cache
 from .weights import smollm2_dir
 
@@ -73,7 +87,7 @@ class MiniVL(Backbone):
                 p.requires_grad_(False)
         self.lm = prepare_language_model(lm, cfg)
         self.tokens_per_image = mv.image_grid * mv.image_grid * self.slots
-        self.collator = MiniVLCollator(self.tokenizer, max_length=cfg.max_length, system_prompt=cfg.system_prompt,
+        self.collator = MiniVLCollator(self.tokenizer, truncation=Truncation.from_config(cfg), system_prompt=cfg.system_prompt,
                                        image_size=mv.image_size, tokens_per_image=self.tokens_per_image,
                                        feature_cache=self.feature_cache)
         self._trunk: TrunkCache | None = None
