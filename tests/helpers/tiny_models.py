@@ -137,7 +137,11 @@ def _save_vl(model, tokenizer, processor_cls, out: Path, chat_template: bool) ->
 
 def tiny_qwen25vl_dir(tmp_path, name: str = "tiny-qwen2.5-vl", chat_template: bool = False, seed: int = 0) -> Path:
     """Save a tiny random Qwen2.5-VL (ForConditionalGeneration) + processor under tmp_path/name."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+    )
 
     tokenizer = tiny_tokenizer()
     hidden = 64
@@ -164,7 +168,11 @@ def tiny_qwen25vl_dir(tmp_path, name: str = "tiny-qwen2.5-vl", chat_template: bo
 
 def tiny_qwen2vl_dir(tmp_path, name: str = "tiny-qwen2-vl", chat_template: bool = False, seed: int = 0) -> Path:
     """Save a tiny random Qwen2-VL (ForConditionalGeneration) + processor under tmp_path/name."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+    )
 
     tokenizer = tiny_tokenizer()
     hidden = 64
@@ -200,7 +208,12 @@ def tiny_causal_lm_dir(
     `chat_template=False` leaves the tokenizer without a template; `pad_token=False` without a pad
     token (as many base-model tokenizers ship).
     """
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     tokenizer = tiny_tokenizer(pad_token="<|endoftext|>" if pad_token else None)
     if chat_template:
@@ -254,3 +267,15 @@ def mixed_groups():
         Group("Compare both pictures.", ("The first one is brighter.", "Same."), (solid_image(50, 50, 2), solid_image(80, 40, 3))),
         Group("Tell me a joke about cats.", ("Why did the cat sit on the computer? To keep an eye on the mouse.",)),
     ]
+
+
+def tiny_reward_model_dir(out: Path, backbone_dir: Path, arch: str = "qwen2.5-vl", seed: int = 0) -> Path:
+    """A saved (untrained, float32) reward model on a tiny backbone: a model directory to load,
+    serve or score. The head's last layer is random (not zero), so rewards differ per input."""
+    from basereward.config import load_config
+    from basereward.models.reward_model import RewardModel
+
+    cfg = load_config(None, [f"model.backbone.name={arch}", f"model.backbone.path={backbone_dir}",
+                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
+    torch.manual_seed(seed)
+    return RewardModel(cfg.model).save_pretrained(out)

@@ -13,8 +13,12 @@ import random
 
 import pytest
 import torch
-
-from helpers.tiny_models import solid_image, tiny_causal_lm_dir, tiny_qwen2vl_dir, tiny_qwen25vl_dir
+from helpers.tiny_models import (
+    solid_image,
+    tiny_causal_lm_dir,
+    tiny_qwen2vl_dir,
+    tiny_qwen25vl_dir,
+)
 
 from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig
 from basereward.data.schema import Group

@@ -190,3 +190,30 @@ def test_gradient_checkpointing_matches(dirs):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5), n
+
+
+HISTORY = (("user", "My cat is called Tom."), ("assistant", "Nice name!"))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])  # the tokenizer's chat template / the ChatML fallback
+def test_multi_turn_prompt_is_rendered_as_messages(dirs, arch):
+    bb = make(dirs, arch, system_prompt="Be brief.")
+    group = Group("What is my cat called?", ("Tom.", "Rex."), history=HISTORY)
+    batch = bb.collate([group])
+    tok = bb.collator.tokenizer
+    text = tok.decode(batch["input_ids"][0, : int(batch["attention_mask"][0].sum())])
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": HISTORY[0][1]},
+                {"role": "assistant", "content": HISTORY[1][1]}, {"role": "user", "content": group.prompt},
+                {"role": "assistant", "content": "Tom."}]
+    if tok.chat_template:
+        want = tok.apply_chat_template(messages, tokenize=False).rstrip("\n")
+    else:
+        want = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages).rstrip("\n")
+    assert text == want
+    # Over the prompt budget the OLDEST turn loses text first (left), the last question stays.
+    ids = batch["input_ids"][0].tolist()
+    n_prompt = len(ids) - int(batch["response_lengths"][0])
+    cut = make(dirs, arch, system_prompt="Be brief.", max_length=n_prompt + 10, max_prompt_length=n_prompt - 3).collate([group])
+    cut_text = tok.decode(cut["input_ids"][0, : int(cut["attention_mask"][0].sum())])
+    assert cut["truncated_prompt"].tolist() == [True, True]
+    assert "My cat is called Tom." not in cut_text and group.prompt in cut_text and cut_text.endswith("Tom.<|im_end|>")

@@ -110,9 +110,10 @@ def _errors(capsys) -> list[str]:
 
 
 def test_a_damaged_model_directory_is_one_line(tmp_path, capsys):
+    from helpers.tiny_models import tiny_causal_lm_dir
+
     from basereward.config import BackboneConfig, ModelConfig
     from basereward.models.reward_model import HEAD_NAME, RewardModel
-    from helpers.tiny_models import tiny_causal_lm_dir
 
     cfg = ModelConfig(backbone=BackboneConfig(name="causal-lm", path=str(tiny_causal_lm_dir(tmp_path)),
                                               dtype="float32"))

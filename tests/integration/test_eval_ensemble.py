@@ -6,25 +6,23 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
-from helpers.tiny_models import solid_image, tiny_causal_lm_dir, tiny_qwen25vl_dir
+from helpers.tiny_models import (
+    solid_image,
+    tiny_causal_lm_dir,
+    tiny_qwen25vl_dir,
+    tiny_reward_model_dir,
+)
 
 from basereward.cli import main
-from basereward.config import load_config
 from basereward.data.pairs import load_pairs, save_pairs
 from basereward.data.schema import PreferencePair
 from basereward.eval import format_table
 from basereward.eval.benchmarks import rm_bench
-from basereward.models.reward_model import RewardModel
 from basereward.load import load_scorer
 
 
 def _model(tmp, backbone_dir, name, arch, seed):
-    cfg = load_config(None, [f"model.backbone.name={arch}", f"model.backbone.path={backbone_dir}",
-                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
-    torch.manual_seed(seed)
-    return RewardModel(cfg.model).save_pretrained(tmp / name)
+    return tiny_reward_model_dir(tmp / name, backbone_dir, arch, seed)
 
 
 @pytest.fixture(scope="module")

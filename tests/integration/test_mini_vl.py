@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from helpers.tiny_models import mixed_groups as groups, solid_image
+from helpers.tiny_models import mixed_groups as groups
+from helpers.tiny_models import solid_image
 
 from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig
 from basereward.data.schema import Group
@@ -89,6 +89,30 @@ def test_truncation_keeps_head_image_and_response_end(model):
     assert batch["prefix_image_mask"].sum().item() == 4  # 2x2 image tokens survive truncation
     tok = model.backbone.tokenizer
     assert tok.decode(batch["resp_ids"][0][batch["resp_mask"][0].bool()]).endswith("short answer<|im_end|>")
+
+
+def test_multi_turn_prompt_image_in_the_first_user_turn_oldest_text_cut_first(model):
+    history = (("user", "Here is my picture."), ("assistant", "I see it."))
+    group = Group("What colour is it?", ("Red.", "Blue."), (solid_image(32, 32, 0),), history=history)
+    batch = model.collate([group])
+    tok = model.backbone.tokenizer
+    ids, img = batch["prefix_ids"][0], batch["prefix_image_mask"][0]
+    real = batch["prefix_mask"][0].bool()
+    # Image tokens right after the first user header; the text around them is the ChatML of the messages.
+    before = tok.decode(ids[: int(img.nonzero()[0])])
+    after = tok.decode(ids[(~img) & real][len(tok(before)["input_ids"]):])
+    assert before.endswith("<|im_start|>user\n") and before.count("<|im_start|>user") == 1
+    assert after == ("Here is my picture.<|im_end|>\n<|im_start|>assistant\nI see it.<|im_end|>\n"
+                     "<|im_start|>user\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    # A long first turn over the prompt budget (48 of max_length 96) loses its start; the question stays.
+    long = Group("What colour is it?", ("Red.",), (solid_image(32, 32, 0),),
+                 history=(("user", "blah " * 60 + "Here is my picture."), ("assistant", "I see it.")))
+    cut = model.collate([long])
+    text = tok.decode(cut["prefix_ids"][0][cut["prefix_mask"][0].bool() & ~cut["prefix_image_mask"][0]])
+    assert int(cut["prefix_mask"][0].sum()) == 48 and cut["truncated_prompt"].tolist() == [True]
+    assert text.endswith("Here is my picture.<|im_end|>\n<|im_start|>assistant\nI see it.<|im_end|>\n"
+                         "<|im_start|>user\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    assert cut["prefix_image_mask"][0].sum().item() == 4
 
 
 def test_mean_pooling_reads_the_response_tokens(model):

@@ -13,10 +13,16 @@ import json
 
 import pytest
 import torch
+from helpers.tiny_models import mixed_groups as groups
+from helpers.tiny_models import solid_image
 
-from helpers.tiny_models import mixed_groups as groups, solid_image
-
-from basereward.config import BackboneConfig, HeadConfig, MiniVLConfig, ModelConfig, load_config
+from basereward.config import (
+    BackboneConfig,
+    HeadConfig,
+    MiniVLConfig,
+    ModelConfig,
+    load_config,
+)
 from basereward.data.schema import Group
 from basereward.errors import ConfigError
 from basereward.models.reward_model import RewardModel
@@ -84,7 +90,11 @@ def test_alignment_fixes_the_vocabulary_and_teaches_cells_their_region_words(gro
     from basereward.data.pairs import open_image
     from basereward.data.regions import region_words
     from basereward.models.mini_vl import preprocess_image
-    from basereward.models.mini_vl.projector import cell_targets, soft_words, word_token_ids
+    from basereward.models.mini_vl.projector import (
+        cell_targets,
+        soft_words,
+        word_token_ids,
+    )
 
     model = _words_model()
     bb = model.backbone

@@ -15,13 +15,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `helpers`
 
-from helpers.tiny_models import last_token_grads, solid_image, tiny_qwen2vl_dir, tiny_qwen25vl_dir  # noqa: E402
+from helpers.tiny_models import (  # noqa: E402
+    last_token_grads,
+    solid_image,
+    tiny_qwen2vl_dir,
+    tiny_qwen25vl_dir,
+)
 
 from basereward.config import BackboneConfig, LoraConfig, MiniVLConfig, QwenVLConfig  # noqa: E402
 from basereward.data.schema import Group  # noqa: E402
 from basereward.errors import ConfigError  # noqa: E402
-from basereward.models.backbone import build_backbone, conversation_text, last_token_index  # noqa: E402
-from basereward.models.qwen_vl import IMAGE_PLACEHOLDER, IMAGE_TOKEN, Qwen2VLBackbone, Qwen25VLBackbone  # noqa: E402
+from basereward.models.backbone import (  # noqa: E402
+    build_backbone,
+    conversation_text,
+    last_token_index,
+)
+from basereward.models.qwen_vl import (  # noqa: E402
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN,
+    Qwen2VLBackbone,
+    Qwen25VLBackbone,
+)
 
 ARCHS = ["qwen2.5-vl", "qwen2-vl"]
 TOL = 1e-5
@@ -81,7 +95,10 @@ def reference_last_hidden(bb, group, response, system=""):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_loads_saved_checkpoint_like_a_user_dir(dirs, arch):
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+    )
 
     bb = make(dirs, arch)
     assert isinstance(bb, {"qwen2.5-vl": Qwen25VLBackbone, "qwen2-vl": Qwen2VLBackbone}[arch])
@@ -414,3 +431,17 @@ def test_collator_pickles_for_dataloader_workers(dirs):
     groups = mixed_groups()
     a, b = collator(groups), bb.collate(groups)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_multi_turn_prompt_puts_the_image_in_the_first_user_turn(dirs):
+    bb = make(dirs, key="qwen2.5-vl+template")
+    history = (("user", "Look at this picture."), ("assistant", "I see it."))
+    group = Group("What colour is it?", ("Red.", "Blue."), (solid_image(56, 56, 1),), history=history)
+    batch = bb.collate([group])
+    tok = bb.collator.tokenizer
+    text = tok.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    turns = text.split("<|im_start|>")[1:]
+    assert [t.split("\n", 1)[0] for t in turns] == ["system", "user", "assistant", "user", "assistant"]
+    assert turns[1].startswith("user\n<|vision_start|><|image_pad|>") and "Look at this picture." in turns[1]
+    assert turns[3] == "user\nWhat colour is it?<|im_end|>\n" and turns[4] == "assistant\nRed.<|im_end|>"
+    assert int((batch["input_ids"][0] == bb.image_token_id).sum()) == int(batch["image_grid_thw"].prod(-1).sum()) // 4

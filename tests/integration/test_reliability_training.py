@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers.tiny_models import tiny_causal_lm_dir
 
 from basereward.cli import main

@@ -7,16 +7,12 @@ import contextlib
 import importlib.util
 
 import pytest
-import torch
-
-from helpers.tiny_models import solid_image, tiny_qwen25vl_dir
+from helpers.tiny_models import solid_image, tiny_qwen25vl_dir, tiny_reward_model_dir
 
 import basereward.rl.openrlhf as openrlhf_module
 import basereward.rl.verl as verl_module
-from basereward.config import load_config
 from basereward.data.schema import Group
 from basereward.load import load_scorer
-from basereward.models.reward_model import RewardModel
 from basereward.rl import HttpRewardSource, open_reward_source, sigmoid
 from basereward.rl.trl import trl_reward
 
@@ -26,10 +22,7 @@ serve = pytest.importorskip("basereward.serve")
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rl")
-    cfg = load_config(None, ["model.backbone.name=qwen2.5-vl", f"model.backbone.path={tiny_qwen25vl_dir(tmp)}",
-                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
-    torch.manual_seed(0)
-    model_dir = RewardModel(cfg.model).save_pretrained(tmp / "rm")
+    model_dir = tiny_reward_model_dir(tmp / "rm", tiny_qwen25vl_dir(tmp))
     (tmp / "img").mkdir()
     paths = []
     for i in range(2):

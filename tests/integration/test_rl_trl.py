@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.tiny_models import (
+    solid_image,
+    tiny_causal_lm_dir,
+    tiny_qwen25vl_dir,
+    tiny_reward_model_dir,
+)
 
-from helpers.tiny_models import solid_image, tiny_causal_lm_dir, tiny_qwen25vl_dir
-
-from basereward.config import load_config
-from basereward.models.reward_model import RewardModel
 from basereward.rl.trl import trl_reward
 
 
@@ -36,10 +38,7 @@ def test_grpo_trainer_two_steps_with_the_hybrid_reward(tmp_path, fresh_accelerat
     from transformers import TrainerCallback
 
     policy = tiny_causal_lm_dir(tmp_path, "policy")
-    cfg = load_config(None, ["model.backbone.name=qwen2.5-vl", f"model.backbone.path={tiny_qwen25vl_dir(tmp_path)}",
-                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
-    torch.manual_seed(0)
-    rm_dir = RewardModel(cfg.model).save_pretrained(tmp_path / "rm")
+    rm_dir = tiny_reward_model_dir(tmp_path / "rm", tiny_qwen25vl_dir(tmp_path))
     images = []
     for i in range(2):
         images.append(str(tmp_path / f"{i}.png"))

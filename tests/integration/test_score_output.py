@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers.tiny_models import tiny_causal_lm_dir
 
 from basereward import load as load_module
@@ -20,7 +19,11 @@ from basereward.data.pairs import save_pairs
 from basereward.data.schema import PreferencePair
 from basereward.eval.benchmarks import rm_bench
 from basereward.models.reward_model import RewardModel
-from basereward.scoring.interface import NonFiniteRewardError, ScoringMixin, writable_rewards
+from basereward.scoring.interface import (
+    NonFiniteRewardError,
+    ScoringMixin,
+    writable_rewards,
+)
 
 NAN, INF = float("nan"), float("inf")
 

@@ -12,14 +12,23 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
+from helpers.tiny_models import (
+    QWEN_VL_CHAT_TEMPLATE,
+    solid_image,
+    tiny_qwen25vl_dir,
+    tiny_reward_model_dir,
+    tiny_tokenizer,
+)
 
-from helpers.tiny_models import QWEN_VL_CHAT_TEMPLATE, solid_image, tiny_qwen25vl_dir, tiny_tokenizer
-
-from basereward.config import load_config
 from basereward.data.schema import Group
 from basereward.load import load_scorer
-from basereward.models.reward_model import RewardModel
-from basereward.serve import ImagePolicy, PromptMap, ServeOptions, create_app, running_server
+from basereward.serve import (
+    ImagePolicy,
+    PromptMap,
+    ServeOptions,
+    create_app,
+    running_server,
+)
 from basereward.serve.run import model_info
 
 P_SQUARE = "What colour is the square?"
@@ -29,11 +38,7 @@ P_TEXT = "Tell me a joke about cats."
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
-    vl = tiny_qwen25vl_dir(tmp)
-    cfg = load_config(None, ["model.backbone.name=qwen2.5-vl", f"model.backbone.path={vl}",
-                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
-    torch.manual_seed(3)
-    model_dir = RewardModel(cfg.model).save_pretrained(tmp / "rm")
+    model_dir = tiny_reward_model_dir(tmp / "rm", tiny_qwen25vl_dir(tmp), seed=3)
     root = tmp / "images"
     root.mkdir()
     solid_image(56, 56, 1).save(root / "square.png")

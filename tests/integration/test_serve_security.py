@@ -16,15 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import torch
+from helpers.tiny_models import solid_image, tiny_qwen25vl_dir, tiny_reward_model_dir
 from PIL import Image
 
-from helpers.tiny_models import solid_image, tiny_qwen25vl_dir
-
 from basereward.cli import main
-from basereward.config import load_config
 from basereward.load import load_scorer
-from basereward.models.reward_model import RewardModel
 from basereward.serve import ImagePolicy, ServeOptions, create_app, running_server
 
 TOKEN = "s3cret"
@@ -49,11 +45,7 @@ class Gated:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-sec")
-    base = tiny_qwen25vl_dir(tmp)
-    cfg = load_config(None, ["model.backbone.name=qwen2.5-vl", f"model.backbone.path={base}",
-                             "model.backbone.dtype=float32", "model.head.zero_init_last=false"])
-    torch.manual_seed(1)
-    model_dir = RewardModel(cfg.model).save_pretrained(tmp / "rm")
+    model_dir = tiny_reward_model_dir(tmp / "rm", tiny_qwen25vl_dir(tmp), seed=1)
     root = tmp / "root"
     root.mkdir()
     solid_image(32, 32, 1).save(root / "ok.png")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from helpers.tiny_models import solid_image, tiny_qwen25vl_dir, tiny_qwen2vl_dir
+from helpers.tiny_models import solid_image, tiny_qwen2vl_dir, tiny_qwen25vl_dir
 
 from basereward.cli import main
 from basereward.config import load_config

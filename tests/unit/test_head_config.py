@@ -1,12 +1,11 @@
 """Reward head shapes/initialisation and the config system."""
 
-import pytest
-import torch
-from torch import nn
-
 import re
 
+import pytest
+import torch
 import yaml
+from torch import nn
 
 from basereward.config import (
     MOVED,

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from basereward.losses import bradley_terry, length_normalize, reward_loss, zero_coefficient
+from basereward.losses import (
+    bradley_terry,
+    length_normalize,
+    reward_loss,
+    zero_coefficient,
+)
 
 
 def test_equal_rewards_give_ln2():

@@ -83,6 +83,13 @@ def _reason(tmp_path: Path, row: dict | str | list) -> str:
         (_row(" "), "empty id"),
         (_row("x", chosen="same", rejected="same"), "chosen and rejected are identical"),
         (_row("good"), "duplicate id 'good' (first on line 1)"),
+        (_row("x", history="hi"), "field 'history' must be a list of turns, got str"),
+        (_row("x", history=[{"role": "user"}]), 'history[0] must be {"role", "content"}'),
+        (_row("x", history=[{"role": "user", "content": "a"}]), "history has 1 turns; it must end with an assistant turn"),
+        (_row("x", history=[{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]),
+         "history[0].role must be 'user' (turns alternate, user first), got 'assistant'"),
+        (_row("x", history=[{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]),
+         "history[1].content must be a non-empty string"),
     ],
 )
 def test_bad_row_reason(tmp_path, row, reason):
@@ -361,3 +368,19 @@ def test_open_image_errors_name_the_path(tmp_path):
     _patch_png_size(big, 100_000, 100_000)
     with pytest.raises(DataError, match=rf"^{big}: decompression bomb refused"):
         open_image(big)
+
+
+def test_multi_turn_history_round_trips(tmp_path):
+    """Earlier turns are kept as messages (oldest first); single-turn rows are written without the key."""
+    turns = (("user", "My cat is Tom."), ("assistant", "Nice!"))
+    pairs = [PreferencePair(id="a", prompt="Name my cat.", chosen="Tom", rejected="Rex", history=turns),
+             PreferencePair(id="b", prompt="Hi", chosen="Hello", rejected="Go away")]
+    out = tmp_path / "p.jsonl"
+    save_pairs(pairs, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["history"] == [{"role": "user", "content": "My cat is Tom."}, {"role": "assistant", "content": "Nice!"}]
+    assert "history" not in rows[1]
+    assert load_pairs(out) == pairs
+    assert load_pairs(out)[0].to_group().history == turns
+    with pytest.raises(ValueError, match="must end with an assistant turn"):
+        PreferencePair(id="c", prompt="q", chosen="a", rejected="b", history=(("user", "x"),))

@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from basereward.data.regions import GroundedImage, Region, load_regions, region_words, save_regions
-from basereward.data.synthetic import generate, make_example, example_regions
+from basereward.data.regions import (
+    GroundedImage,
+    Region,
+    load_regions,
+    region_words,
+    save_regions,
+)
+from basereward.data.synthetic import example_regions, generate, make_example
 from basereward.errors import DataError
 
 

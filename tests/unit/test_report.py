@@ -13,7 +13,12 @@ import pytest
 from PIL import Image
 
 from basereward.errors import DataError
-from basereward.report import build_report, category_bar_sets, metrics_table, pair_from_line
+from basereward.report import (
+    build_report,
+    category_bar_sets,
+    metrics_table,
+    pair_from_line,
+)
 
 # Four pairs with texts (lengths in words) and rewards:
 #   a: chosen 2 words, r_w=2 | rejected 4 words, r_l=0   -> chosen shorter, correct

@@ -17,7 +17,13 @@ from PIL import Image
 
 from basereward.data.schema import Group
 from basereward.errors import BaseRewardError
-from basereward.rl.client import HttpRewardSource, LocalRewardSource, RewardServerError, _chunks, open_reward_source
+from basereward.rl.client import (
+    HttpRewardSource,
+    LocalRewardSource,
+    RewardServerError,
+    _chunks,
+    open_reward_source,
+)
 
 
 def item_reward(item) -> float:

@@ -9,7 +9,13 @@ import threading
 import pytest
 
 from basereward.errors import DataError
-from basereward.serve.batcher import Item, MicroBatcher, Overloaded, ScoringFailed, ShuttingDown
+from basereward.serve.batcher import (
+    Item,
+    MicroBatcher,
+    Overloaded,
+    ScoringFailed,
+    ShuttingDown,
+)
 
 
 class Recorder:

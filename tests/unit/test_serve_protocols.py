@@ -8,7 +8,12 @@ import json
 import pytest
 
 from basereward.errors import DataError
-from basereward.serve.protocols import PromptMap, split_conversation, split_query, strip_end_markers
+from basereward.serve.protocols import (
+    PromptMap,
+    split_conversation,
+    split_query,
+    strip_end_markers,
+)
 from basereward.serve.schemas import RequestError
 
 CHATML = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{p}<|im_end|>\n"

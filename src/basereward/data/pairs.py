@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 
 from basereward.data.paths import ImagePathError, confine, open_regular
 from basereward.data.rows import SeenIds, iter_rows, log_stderr
-from basereward.data.schema import PreferencePair
+from basereward.data.schema import PreferencePair, history_problem
 from basereward.errors import DataError
 from basereward.io import parse_record, write_jsonl
 
@@ -173,6 +173,7 @@ def _parse_row(
             raise ValueError(f"empty {key}")
     if row["chosen"] == row["rejected"]:
         raise ValueError("chosen and rejected are identical")
+    history = parse_history(row.get("history", []))
 
     resolved = []
     for rel in images:
@@ -188,8 +189,25 @@ def _parse_row(
         images=tuple(abs_path for _, abs_path in resolved),
         source=row.get("source", ""),
         category=row.get("category", ""),
+        history=history,
     )
     return pair, resolved
+
+
+def parse_history(value: Any) -> tuple[tuple[str, str], ...]:
+    """The optional `history` field: earlier turns `[{"role": "user"|"assistant", "content": str}]`,
+    oldest first, alternating from the user; ValueError(reason) for anything else."""
+    if not isinstance(value, list):
+        raise ValueError(f"field 'history' must be a list of turns, got {type(value).__name__}")
+    turns = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or set(turn) != {"role", "content"}:
+            raise ValueError(f'history[{i}] must be {{"role", "content"}}')
+        turns.append((turn["role"], turn["content"]))
+    problem = history_problem(tuple(turns))
+    if problem:
+        raise ValueError(problem)
+    return tuple(turns)
 
 
 def iter_pairs(

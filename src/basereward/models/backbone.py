@@ -179,15 +179,22 @@ class Backbone(nn.Module):
         images in every batch, so calling this is always safe and does nothing there."""
 
 
-def conversation_text(prompt: str, response: str, system: str = "", image_placeholder: str = "") -> tuple[str, str]:
-    """ChatML prefix (system + user turn with optional image placeholder) and the assistant part.
+def conversation_text(prompt: str, response: str, system: str = "", image_placeholder: str = "",
+                      history: Sequence[tuple[str, str]] = ()) -> tuple[str, str]:
+    """ChatML prefix (system, earlier turns, the user turn) and the assistant part.
 
-    Returned separately so the collator can count response tokens and truncate the prompt only.
+    The image placeholder goes at the start of the first user turn. Returned separately so the
+    collator can count response tokens and truncate the prompt only.
     """
     prefix = ""
     if system:
         prefix += f"<|im_start|>system\n{system}<|im_end|>\n"
-    prefix += f"<|im_start|>user\n{image_placeholder}{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    placed = False
+    for role, content in (*history, ("user", prompt)):
+        head = image_placeholder if role == "user" and not placed else ""
+        placed = placed or role == "user"
+        prefix += f"<|im_start|>{role}\n{head}{content}<|im_end|>\n"
+    prefix += "<|im_start|>assistant\n"
     return prefix, f"{response}<|im_end|>"
 
 

@@ -24,6 +24,7 @@ from .common import (
     render_conversation,
     require_path,
     resolve_dtype,
+    prompt_texts,
     tokenize_conversations,
 )
 
@@ -47,8 +48,9 @@ class TextCollator:
                     "use a vision-language backbone (qwen2.5-vl, qwen2-vl, mini-vl) for multimodal data"
                 )
             for response in group.responses:
-                prefix, resp = render_conversation(self.tokenizer, group.prompt, response, system=self.cfg.system_prompt)
-                prompts.append(group.prompt)
+                prefix, resp = render_conversation(self.tokenizer, group.prompt, response, system=self.cfg.system_prompt,
+                                                   history=group.history)
+                prompts.append(prompt_texts(group))
                 prefixes.append(prefix)
                 responses.append(resp)
         group_sizes = group_sizes_tensor(groups)

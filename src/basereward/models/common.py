@@ -68,24 +68,30 @@ def render_conversation(
     chat_template: str | None = None,
     num_images: int = 0,
     image_placeholder: str = "",
+    history: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, str]:
     """(prefix, response part) of one conversation, as text.
 
     With a chat template (`chat_template`, else the tokenizer's own) the prefix is the template
-    rendered with the generation prompt, and the response part is what the full conversation adds
-    after it (e.g. Qwen3's empty think block + response + `<|im_end|>`); one trailing newline is
-    dropped so the sequence ends on the end-of-turn token, as with the ChatML fallback. Images are
-    passed as `{"type": "image"}` content items, which a VL template renders as its placeholder.
-    Without a template: `conversation_text` (ChatML) with `image_placeholder` repeated per image.
+    rendered with the generation prompt over the messages (system, `history`, the user's
+    `prompt`), and the response part is what the full conversation adds after it (e.g. Qwen3's
+    empty think block + response + `<|im_end|>`); one trailing newline is dropped so the sequence
+    ends on the end-of-turn token, as with the ChatML fallback. Images are passed as
+    `{"type": "image"}` content items of the first user message, which a VL template renders as
+    its placeholder. Without a template: `conversation_text` (ChatML), the same layout.
     """
     template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
     if not template:
-        return conversation_text(prompt, response, system=system, image_placeholder=image_placeholder * num_images)
-    if num_images:
-        content: Any = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]
-    else:
-        content = prompt
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+        return conversation_text(prompt, response, system=system, image_placeholder=image_placeholder * num_images,
+                                 history=history)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    placed = False
+    for role, text in (*history, ("user", prompt)):
+        content: Any = text
+        if role == "user" and not placed and num_images:
+            content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": text}]
+        placed = placed or role == "user"
+        messages.append({"role": role, "content": content})
     kw = dict(tokenize=False, chat_template=template)
     prefix = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **kw)
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], **kw)
@@ -165,15 +171,23 @@ def token_span(offsets: Sequence[tuple[int, int]], start: int, stop: int) -> tup
     return a, b
 
 
+def prompt_texts(group: Any) -> tuple[str, ...]:
+    """The texts of a group's prompt part in order (earlier turns, then the prompt): what the
+    truncation rule may cut, from the first one's start to the last one's end."""
+    return (*(content for _, content in group.history), group.prompt)
+
+
 def tokenize_conversations(
-    tokenizer: Any, prompts: Sequence[str], prefixes: Sequence[str], responses: Sequence[str], policy: Truncation
+    tokenizer: Any, prompts: Sequence[tuple[str, ...]], prefixes: Sequence[str], responses: Sequence[str],
+    policy: Truncation,
 ) -> Tokenized:
     """Token ids of `prefix + response` for each item, fitted by `policy`.
 
     The concatenated text is tokenised in one piece (so ids equal tokenising the whole
     conversation); a token belongs to the response when it starts after the prefix. Only the
-    tokens of the prompt text (found in the prefix) may be cut from the prompt part. No special
-    tokens are added: chat templates already contain BOS where a model needs one.
+    tokens of the prompt texts (`prompt_texts`: found in the prefix, from the first text's start
+    to the last one's end, turn markers between them included) may be cut from the prompt part.
+    No special tokens are added: chat templates already contain BOS where a model needs one.
     """
     if not len(prompts) == len(prefixes) == len(responses):
         raise ValueError(f"{len(prompts)} prompts, {len(prefixes)} prefixes, {len(responses)} responses")
@@ -182,11 +196,12 @@ def tokenize_conversations(
     if not fulls:
         return out
     enc = tokenizer(fulls, add_special_tokens=False, return_offsets_mapping=True)
-    for prompt, prefix, ids, offsets in zip(prompts, prefixes, enc["input_ids"], enc["offset_mapping"]):
+    for texts, prefix, ids, offsets in zip(prompts, prefixes, enc["input_ids"], enc["offset_mapping"]):
         n_prefix = sum(1 for s, _ in offsets if s < len(prefix))
-        at = prefix.rfind(prompt) if prompt else -1
+        start = prefix.find(texts[0]) if texts[0] else -1
+        end = prefix.rfind(texts[-1]) + len(texts[-1]) if texts[-1] and start >= 0 else -1
         # A template that rewrites the prompt text: any prefix token may be cut.
-        editable = token_span(offsets[:n_prefix], at, at + len(prompt)) if at >= 0 else (0, n_prefix)
+        editable = token_span(offsets[:n_prefix], start, end) if 0 <= start < end else (0, n_prefix)
         head, cut_p = policy.fit_prompt(ids[:n_prefix], editable)
         resp, cut_r = policy.fit_response(len(head), ids[n_prefix:])
         out.ids.append(head + resp)

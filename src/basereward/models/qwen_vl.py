@@ -34,6 +34,7 @@ from .common import (
     require_path,
     resolve_dtype,
     set_requires_grad,
+    prompt_texts,
     tokenize_conversations,
 )
 
@@ -102,8 +103,9 @@ class QwenVLCollator:
                     system=self.cfg.system_prompt,
                     num_images=n_img,
                     image_placeholder=IMAGE_PLACEHOLDER,
+                    history=group.history,
                 )
-                prompts.append(group.prompt)
+                prompts.append(prompt_texts(group))
                 prefixes.append(self._prefix_with_image_tokens(prefix, tokens_per_image, f"group {g}"))
                 responses.append(resp)
                 expected_image_tokens.append(sum(tokens_per_image))

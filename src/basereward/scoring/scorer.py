@@ -86,7 +86,8 @@ def length_estimate(group: Group) -> int:
     """Characters of a group's longest sequence, images at a fixed cost: the sort key that makes
     batches pad to similar lengths (scoring and the training plan's micro-batches)."""
     longest = max((len(r) for r in group.responses), default=0)
-    return len(group.prompt) + longest + 1000 * len(group.images)
+    earlier = sum(len(content) for _, content in group.history)
+    return earlier + len(group.prompt) + longest + 1000 * len(group.images)
 
 
 def _pack(order: list[int], groups: Sequence[Group], batch_size: int) -> Iterator[list[int]]:

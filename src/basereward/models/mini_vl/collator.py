@@ -24,7 +24,7 @@ def group_key(group: Group) -> str:
         else:  # an in-memory image
             h.update(np.asarray(img).tobytes())
         h.update(b"\0")
-    for text in (group.prompt, *group.responses):
+    for text in (*(f"{role}:{content}" for role, content in group.history), group.prompt, *group.responses):
         h.update(text.encode())
         h.update(b"\1")
     return h.hexdigest()
@@ -62,11 +62,15 @@ class MiniVLCollator:
         share it, and each response is cut against that prefix only."""
         tok = self.tokenizer
         n_img = len(group.images) * self.tokens_per_image
-        prefix_text, _ = conversation_text(group.prompt, "", self.system_prompt)
-        tail_text = prefix_text[len(self.head_text):]  # prompt text + the assistant turn's opening
+        prefix_text, _ = conversation_text(group.prompt, "", self.system_prompt, history=group.history)
+        # The first user turn's text, later turns, the prompt and the assistant turn's opening; the
+        # image tokens sit between the head and this tail.
+        tail_text = prefix_text[len(self.head_text):]
         enc = tok(tail_text, add_special_tokens=False, return_offsets_mapping=True)
         fixed = len(self.head_ids) + n_img
-        a, b = token_span(enc["offset_mapping"], 0, len(group.prompt))
+        # Cuttable: from the first user text to the end of the prompt (earlier turns go first).
+        first = group.history[0][1] if group.history and group.history[0][0] == "user" else group.prompt
+        a, b = token_span(enc["offset_mapping"], tail_text.find(first), tail_text.rfind(group.prompt) + len(group.prompt))
         prefix_ids, prompt_cut = self.truncation.fit_prompt(
             self.head_ids + [self.pad_id] * n_img + enc["input_ids"], (fixed + a, fixed + b))
         prefix_img = [0] * len(self.head_ids) + [1] * n_img + [0] * (len(prefix_ids) - fixed)
