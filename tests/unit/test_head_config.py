@@ -174,6 +174,8 @@ def test_old_saved_model_configs_are_migrated():
     cfg = from_dict(ModelConfig, model)
     bb = cfg.backbone
     assert (bb.train_lm_layers, bb.max_length) == (4, 128)
+    # Saved before the per-item truncation rule: the prompt keeps 3/4 of max_length.
+    assert (bb.max_prompt_length, bb.prompt_budget()) == (96, 96)
     assert bb.mini_vl == MiniVLConfig(image_grid=4, image_tap_max_pool=True, projector="words",
                                       train_projector=False, word_slots=3, lm_layers=12)
     # Keys the saved backbone ignored (Qwen-VL's, changed or not) are dropped, not errors.

@@ -65,6 +65,12 @@ def upgrade_saved_model(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     """
     model = copy.deepcopy(model)
     bb = model.get("backbone")
+    if isinstance(bb, dict) and "max_prompt_length" not in bb:
+        # Saved before the per-item truncation rule, when a prompt was cut only as far as its
+        # group's longest response needed: 3/4 of max_length keeps such a model's prompts whole
+        # in the cases it was trained on (the demo's 74-token visual prompts of 128) while
+        # leaving every response a quarter of the sequence. Newer saves always carry the key.
+        bb["max_prompt_length"] = int(bb.get("max_length", 2048)) * 3 // 4
     if not isinstance(bb, dict) or not any(k in bb for k in (*_MINI_VL_KEYS, *_QWEN_VL_KEYS, "image_words")):
         return model, {}
     words = bb.pop("image_words", None)
