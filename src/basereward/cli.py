@@ -125,6 +125,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
         for pair in iter_pairs(args.file, on_error=args.on_error, image_root=root):
             n, n_mm = n + 1, n_mm + pair.is_multimodal
         print(f"{args.file}: {n} valid pairs ({n_mm} multimodal, {n - n_mm} text-only)")
+    elif args.data_cmd == "build":
+        from .data.build import build, load_recipe
+
+        build(load_recipe(args.recipe), args.out)
+    elif args.data_cmd == "adapters":
+        from .data.build import list_adapters
+
+        for name, multimodal, summary in list_adapters():
+            print(f"{name:<14} {'multimodal' if multimodal else 'text':<10}  {summary}")
     elif args.data_cmd == "rank-pairs":
         from .data.rankings import write_ranking_pairs
 
@@ -218,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True)
     d.add_argument("--ultra-hard", action="store_true", help="only the widest-score-gap pair of each prompt")
     d.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    d = dsub.add_parser("build", help="recipe YAML -> curated pair set (Arrow, memory-mapped) + stats.json")
+    d.add_argument("recipe")
+    d.add_argument("--out", required=True, help="output directory (replaced when the build succeeds)")
+    dsub.add_parser("adapters", help="list the dataset adapters a recipe can name")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("ensemble", help="combine reward models (mean / accuracy / confidence) with modality routing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from basereward.data.curation import (
@@ -206,3 +207,102 @@ def test_bias_by_length_is_deterministic_and_validates():
         bias_by_length(pairs, 1.5, seed=0)
     with pytest.raises(DataError, match="cannot reach"):
         bias_by_length([_len_pair("S", 1, 2)], 1.0, seed=0)
+
+
+# ---- streaming curation steps of `data build` -----------------------------------------------
+
+from basereward.data.curation import (  # noqa: E402  (kept beside the tests that use them)
+    first_occurrences,
+    largest_remainder,
+    length_resample_mask,
+    order_swaps,
+    pair_key,
+    take,
+    text_ratio_quotas,
+    validation_quotas,
+)
+
+
+def _sides(n_long: int, n_short: int, n_tied: int) -> np.ndarray:
+    return np.array([1] * n_long + [-1] * n_short + [0] * n_tied, dtype=np.int8)
+
+
+def _share(sides, keep) -> float:
+    kept = sides[keep]
+    return (kept > 0).sum() / ((kept > 0).sum() + (kept < 0).sum())
+
+
+def test_pair_key_is_the_pairs_content_not_its_id():
+    a = PreferencePair(id="1", prompt="q", chosen="c", rejected="r", images=("/x.png",), source="s1")
+    same = PreferencePair(id="2", prompt="q", chosen="c", rejected="r", images=("/x.png",), source="s2")
+    assert pair_key(a) == pair_key(same)
+    for other in (PreferencePair(id="1", prompt="q", chosen="c", rejected="r", images=("/y.png",)),
+                  PreferencePair(id="1", prompt="q", chosen="r", rejected="c", images=("/x.png",)),
+                  PreferencePair(id="1", prompt="q", chosen="c", rejected="r", images=("/x.png",),
+                                 history=(("user", "hi"), ("assistant", "yo")))):
+        assert pair_key(other) != pair_key(a)
+    # Field boundaries count: ("ab", "c") is not ("a", "bc").
+    assert pair_key(PreferencePair(id="1", prompt="ab", chosen="c", rejected="r")) != \
+        pair_key(PreferencePair(id="1", prompt="a", chosen="bc", rejected="r"))
+
+
+def test_first_occurrences_and_take():
+    keep = first_occurrences(np.array([5, 3, 5, 7, 3, 5], dtype=np.uint64))
+    assert keep.tolist() == [True, True, False, True, False, False]
+    pairs = [PreferencePair(id=str(i), prompt="q", chosen=f"c{i}", rejected="r") for i in range(6)]
+    assert [i for i, _ in take(iter(pairs), keep)] == [0, 1, 3]
+    with pytest.raises(DataError, match="gave 6 pairs, 7 were counted"):
+        list(take(iter(pairs), np.ones(7, bool)))
+    with pytest.raises(DataError, match="more than the 5 pairs"):
+        list(take(iter(pairs), np.ones(5, bool)))
+
+
+def test_length_resample_moves_a_90_percent_long_set_to_half():
+    sides = _sides(900, 100, 20)
+    keep = length_resample_mask(sides, 0.5, seed=0, tolerance=0.02)
+    # Every chosen-shorter and equal-length pair kept; 100 of the 900 chosen-longer.
+    assert (keep[900:1000].all(), keep[1000:].all(), int(keep[:900].sum())) == (True, True, 100)
+    assert abs(_share(sides, keep) - 0.5) <= 0.02
+    assert keep.tolist() == length_resample_mask(sides, 0.5, seed=0).tolist()  # seeded
+    assert keep.tolist() != length_resample_mask(sides, 0.5, seed=1).tolist()
+
+
+def test_length_resample_leaves_a_balanced_set_alone_and_builds_the_inverse():
+    assert length_resample_mask(_sides(500, 500, 3), 0.5, seed=0, tolerance=0.02).all()
+    assert length_resample_mask(_sides(510, 490, 0), 0.5, seed=0, tolerance=0.02).all()  # 51%: within 2 points
+    assert int((~length_resample_mask(_sides(530, 470, 0), 0.5, seed=0, tolerance=0.02)).sum()) == 60
+    # "90% long = better": keep the 500 chosen-longer and round(0.1 * 500 / 0.9) = 56 chosen-shorter.
+    sides = _sides(500, 500, 0)
+    keep = length_resample_mask(sides, 0.9, seed=0)
+    assert (int(keep[:500].sum()), int(keep[500:].sum())) == (500, 56)
+    assert abs(_share(sides, keep) - 0.9) <= 0.02
+    assert int(length_resample_mask(sides, 1.0, seed=0)[500:].sum()) == 0
+    with pytest.raises(DataError, match="would drop every pair"):
+        length_resample_mask(_sides(0, 10, 0), 0.5, seed=0)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        length_resample_mask(sides, 1.5, seed=0)
+
+
+def test_quotas_by_hand():
+    assert largest_remainder([3, 1], 2) == [2, 0]  # 1.5, 0.5: the tie goes to the earlier source
+    assert largest_remainder([1, 1, 1], 10) == [4, 3, 3]
+    assert largest_remainder([2, 5], 0) == [0, 0]
+    # MM 100 (60 + 40), text 80 (50 + 30); ratio 0.5 -> 50 text, split 50:30 -> 31.25, 18.75 -> 31, 19.
+    assert text_ratio_quotas([60, 40], [50, 30], 0.5) == ([60, 40], [31, 19])
+    # Text short: ratio 2 with 80 text -> 40 MM, split 60:40 -> 24, 16.
+    assert text_ratio_quotas([60, 40], [50, 30], 2.0) == ([24, 16], [50, 30])
+    with pytest.raises(DataError, match="needs multimodal"):
+        text_ratio_quotas([0], [5], 0.5)
+    with pytest.raises(DataError, match="needs text-only"):
+        text_ratio_quotas([5], [0], 0.5)
+    # Validation: 9 over sources of 10, 1, 0, 5: 3 / 3 / 3 over the three non-empty ones; the
+    # one-pair source gives 1, its 2 left go 1 + 1 to the others.
+    assert validation_quotas([10, 1, 0, 5], 9) == [4, 1, 0, 4]
+    assert validation_quotas([2, 1], 10) == [2, 1]
+    assert validation_quotas([250] * 4, 1000) == [250] * 4
+
+
+def test_order_swaps_exactly_half_seeded():
+    s = order_swaps(7, seed=1)
+    assert int(s.sum()) == 3 and s.tolist() == order_swaps(7, seed=1).tolist()
+    assert int(order_swaps(1000, seed=2).sum()) == 500

@@ -4,12 +4,15 @@ Pure functions on `Ranking`s and lists of `PreferencePair` (no tensors, no I/O; 
 reads rankings files). Every random choice comes from `numpy.random.default_rng(seed)`, so the
 same inputs and seed give the same output anywhere.
 Functions that drop pairs keep the survivors in their input order; only `mix` shuffles.
+The second half holds the streaming steps of `data build` (dedup, length resampling, mixing
+quotas, validation split, answer-order balance) as masks over compact per-pair facts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,3 +266,146 @@ def balance_length(
             f"{len(tied)} equal-length kept)"
         )
     return [pairs[i] for i in sorted(keep)]
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming curation (`data build`): decisions on compact per-pair facts, applied to a stream.
+#
+# A build sees millions of pairs, so it never holds them: a first pass over each source records
+# a few numbers per pair (`pair_key`, `length_side`, lengths, modality: ~20 bytes, in numpy), the
+# functions below turn those numbers into keep-masks (exact counts, seeded), and a second pass
+# over the same stream keeps the pairs the masks name (`take`).
+# --------------------------------------------------------------------------------------------
+
+
+def pair_key(p: PreferencePair) -> int:
+    """A 64-bit hash of what makes a pair the same pair: (history, prompt, images, chosen, rejected).
+
+    Images and history are part of it because one question ("Describe the image.") with the same
+    two answers about different images is a different pair. Ids and sources are not: the same
+    pair published by two datasets is a duplicate.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for role, content in p.history:
+        h.update(f"{role}\x1f{content}\x1e".encode())
+    for part in (p.prompt, "\x1d".join(p.images), p.chosen, p.rejected):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return int.from_bytes(h.digest(), "little")
+
+
+def length_side(p: PreferencePair, tokenizer_len: LengthFn = len) -> int:
+    """+1 if chosen is the longer response, -1 if the shorter, 0 if equally long."""
+    lc, lr = tokenizer_len(p.chosen), tokenizer_len(p.rejected)
+    return (lc > lr) - (lc < lr)
+
+
+def first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """Keep-mask of `keys` (any order): True at the first occurrence of each key (dedup)."""
+    keep = np.zeros(len(keys), dtype=bool)
+    if len(keys):
+        _, first = np.unique(keys, return_index=True)
+        keep[first] = True
+    return keep
+
+
+def sample_mask(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Keep-mask of exactly min(k, n) of `n` items, chosen uniformly at random."""
+    keep = np.zeros(n, dtype=bool)
+    keep[rng.choice(n, size=min(k, n), replace=False)] = True
+    return keep
+
+
+def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
+    """Integers proportional to `weights` summing to exactly `total` (ties to the earlier item)."""
+    s = float(sum(weights))
+    if total <= 0 or s <= 0:
+        return [0] * len(weights)
+    exact = [total * w / s for w in weights]
+    out = [math.floor(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: (-(exact[i] - out[i]), i))[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def length_resample_mask(sides: np.ndarray, target: float, seed: int | Sequence[int], tolerance: float = 0.0) -> np.ndarray:
+    """Keep-mask that makes chosen the longer response in `target` of the unequal-length pairs.
+
+    `sides` holds `length_side` per pair. The over-represented side is downsampled (the other kept
+    whole) to the count that gives the target share exactly up to rounding; equal-length pairs
+    carry no length signal and are all kept. A set already within `tolerance` of the target is
+    left alone. `target=0.5` balances a biased set (paper, Appendix D.4); `target=0.9` builds
+    the "90% long = better" ablation set.
+    """
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"length target must be in [0, 1], got {target}")
+    longer, shorter = np.flatnonzero(sides > 0), np.flatnonzero(sides < 0)
+    keep = np.ones(len(sides), dtype=bool)
+    n_l, n_s = len(longer), len(shorter)
+    if n_l + n_s == 0 or abs(n_l / (n_l + n_s) - target) <= tolerance:
+        return keep
+    rng = np.random.default_rng(seed)
+    if n_l / (n_l + n_s) > target:
+        want = n_l if target == 1 else min(n_l, round(target * n_s / (1 - target)))
+        drop = longer[~sample_mask(n_l, want, rng)]
+    else:
+        want = n_s if target == 0 else min(n_s, round((1 - target) * n_l / target))
+        drop = shorter[~sample_mask(n_s, want, rng)]
+    if len(drop) == n_l + n_s:
+        raise DataError(f"length resampling to {target:.0%} chosen-longer would drop every pair of unequal length "
+                        f"({n_l} chosen-longer, {n_s} chosen-shorter)")
+    keep[drop] = False
+    return keep
+
+
+def text_ratio_quotas(mm: Sequence[int], text: Sequence[int], text_ratio: float) -> tuple[list[int], list[int]]:
+    """Per-source multimodal and text-only counts with #text ≈ text_ratio × #multimodal.
+
+    The over-represented side is cut, each source keeping its share of that side (as `mix`
+    does, on counts). Errors as `mix`: no multimodal pairs, or text_ratio > 0 with no text.
+    """
+    n_mm, n_text = sum(mm), sum(text)
+    if text_ratio < 0:
+        raise ValueError(f"text_ratio must be >= 0, got {text_ratio}")
+    if n_mm == 0:
+        raise DataError(f"text_ratio={text_ratio} needs multimodal pairs, but the sources have none")
+    if n_text == 0 and text_ratio > 0:
+        raise DataError(f"text_ratio={text_ratio} needs text-only pairs, but all {n_mm} pairs are multimodal")
+    if n_text >= text_ratio * n_mm:
+        return list(mm), largest_remainder(text, round(text_ratio * n_mm))
+    return largest_remainder(mm, round(n_text / text_ratio)), list(text)
+
+
+def validation_quotas(sizes: Sequence[int], n: int) -> list[int]:
+    """How many of `n` validation pairs each source gives: equal shares, sources too small to
+    fill theirs give all they have and the rest is spread over the others."""
+    quotas = [0] * len(sizes)
+    left = min(n, sum(sizes))
+    open_ = [i for i, s in enumerate(sizes) if s > 0]
+    while left > 0 and open_:
+        share = largest_remainder([1.0] * len(open_), left)
+        for i, q in zip(list(open_), share, strict=True):
+            got = min(q, sizes[i] - quotas[i])
+            quotas[i] += got
+            left -= got
+        open_ = [i for i in open_ if quotas[i] < sizes[i]]
+    return quotas
+
+
+def order_swaps(n: int, seed: int | Sequence[int]) -> np.ndarray:
+    """Answer-order balance for generative judges: exactly n // 2 of `n` pairs marked True
+    (shown as Response 1 = rejected, Response 2 = chosen), chosen at random."""
+    return sample_mask(n, n // 2, np.random.default_rng(seed))
+
+
+def take(pairs: Iterable[PreferencePair], keep: np.ndarray) -> Iterator[tuple[int, PreferencePair]]:
+    """(index, pair) of the pairs of a stream whose index `keep` marks; DataError if the stream
+    is not exactly `len(keep)` long (it changed since the mask was made)."""
+    n = -1
+    for n, p in enumerate(pairs):
+        if n >= len(keep):
+            raise DataError(f"the source gave more than the {len(keep)} pairs counted in the first pass")
+        if keep[n]:
+            yield n, p
+    if n + 1 != len(keep):
+        raise DataError(f"the source gave {n + 1} pairs, {len(keep)} were counted in the first pass")

@@ -7,8 +7,10 @@ that was not.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +18,16 @@ import torch
 from ..data.schema import Group, PreferencePair
 
 
-@dataclass(frozen=True)
+@lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The permutation of epoch `epoch`, made once per epoch (not per micro-batch: at millions of
+    pairs it costs tens of milliseconds); read-only because it is shared."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
+
+
+@dataclass(frozen=True, eq=False)
 class StepPlan:
     """Which pairs each micro-batch of each optimizer step uses (deterministic in seed/epoch)."""
 
@@ -25,9 +36,13 @@ class StepPlan:
     micro_batch: int
     world_size: int
     seed: int
-    lengths: tuple[int, ...] = ()
-    """Optional length estimate per pair; a step's pairs are then split into micro-batches of
-    similar length (less padding). The step's set of pairs, and so its gradient, is unchanged."""
+    lengths: Sequence[int] | np.ndarray = ()
+    """Optional length estimate per pair (kept as one numpy array: 8 bytes a pair, not a Python
+    int each); a step's pairs are then split into micro-batches of similar length (less padding).
+    The step's set of pairs, and so its gradient, is unchanged."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lengths", np.asarray(self.lengths, dtype=np.int64))
 
     def steps_per_epoch(self) -> int:
         return self.num_pairs // self.global_batch
@@ -39,14 +54,14 @@ class StepPlan:
         """Indices of the global batch of optimizer step `step` (0-based)."""
         spe = self.steps_per_epoch()
         epoch, offset = divmod(step, spe)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_pairs)
+        perm = _epoch_order(self.seed, epoch, self.num_pairs)
         return perm[offset * self.global_batch : (offset + 1) * self.global_batch]
 
     def micro_indices(self, step: int, rank: int, micro: int) -> np.ndarray:
         """The `micro`-th micro-batch of process `rank` in optimizer step `step`."""
         idx = self.step_indices(step)
-        if self.lengths:
-            idx = idx[np.argsort(np.asarray(self.lengths)[idx], kind="stable")]
+        if len(self.lengths):
+            idx = idx[np.argsort(self.lengths[idx], kind="stable")]
         start = (rank * self.accum() + micro) * self.micro_batch
         return idx[start : start + self.micro_batch]
 

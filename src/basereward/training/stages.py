@@ -75,14 +75,14 @@ def _mixed_precision(setting: str) -> str:
 def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool) -> Run:
     from accelerate import Accelerator
 
-    from ..scoring import length_estimate
+    from ..data.built import pair_lengths
 
     tc = cfg.train
     accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision))
     world = accelerator.num_processes
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
-                    lengths=tuple(length_estimate(p.to_group()) for p in train_pairs))
+                    lengths=pair_lengths(train_pairs))
     if not train_pairs:
         raise ConfigError("no training pairs: the training set is empty (data.train)")
     if plan.steps_per_epoch() == 0:

@@ -15,6 +15,7 @@ unchanged (no re-encoding), by `ctx.image_bytes`. Adapters import no torch.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections import Counter
@@ -26,7 +27,7 @@ from typing import Any
 from basereward.data.paths import resolve_image_path
 from basereward.data.schema import PreferencePair
 from basereward.errors import ConfigError, DataError
-from basereward.io import iter_records
+from basereward.io import iter_jsonl, iter_records
 
 Reader = Callable[..., Iterator[PreferencePair]]
 
@@ -131,13 +132,32 @@ def iter_source_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[s
         if not files:
             raise DataError(f"{p}: no .parquet / .jsonl / .json files in this directory")
         for f in files:
-            yield from iter_records(f)
+            yield from _iter_file(f)
         return
-    yield from iter_records(p)
+    yield from _iter_file(p)
+
+
+def _iter_file(f: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    # Hub datasets often publish JSON Lines under a `.json` name (SHP's train.json): the content
+    # decides, an object first means one record per line.
+    if f.name.lower().endswith((".json", ".json.gz")) and _starts_with_object(f):
+        yield from iter_jsonl(f)
+    else:
+        yield from iter_records(f)
+
+
+def _starts_with_object(path: Path) -> bool:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({exc})") from None
+    return head[:1] == b"{"
 
 
 def _is_data_file(name: str) -> bool:
-    return name.endswith((".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")) and not name.startswith(".")
+    return name.lower().endswith((".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")) and not name.startswith(".")
 
 
 def _iter_saved_dataset(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:

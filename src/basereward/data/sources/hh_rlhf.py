@@ -4,6 +4,10 @@ Each raw row is `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": 
 dialogues share every turn but the last Assistant turn. The prompt is that shared dialogue
 rendered as "Human: ...\\n\\nAssistant: ...\\n\\nHuman: ...\\n\\nAssistant:" and the responses
 are the two final Assistant turns, stripped.
+
+`read` is the same conversion as the `hh-rlhf` dataset adapter of `basereward data build`
+(streamed, counted, any published HH-RLHF subset file or folder); `load_hh_rlhf` and the split
+functions serve the demo's fixed shared file.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ import numpy as np
 from basereward.data.pairs import save_pairs
 from basereward.data.rows import log_stderr
 from basereward.data.schema import PreferencePair
-from basereward.errors import DataError
+from basereward.data.sources.base import SourceContext, iter_source_rows, register
+from basereward.errors import ConfigError, DataError
 from basereward.io import iter_jsonl
 
 HH_FILE = "harmless-base-test-first1800.jsonl.gz"
@@ -29,6 +34,8 @@ _ASSISTANT = "\n\nAssistant:"
 _HUMAN_TURN = re.compile(r"\n\nHuman:")
 _ELLIPSIS_TURN = "Human: …"
 _MIN_PROMPT_CHARS = 64
+# Anthropic/hh-rlhf's preference subsets (one folder each); the one a file belongs to is its category.
+_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 
 
 def default_hh_path() -> Path:
@@ -185,3 +192,41 @@ def write_hh_split(
     save_pairs(train, train_path)
     save_pairs(val, val_path)
     return train_path, val_path
+
+
+def _subset_of(where: str) -> str:
+    """The published subset named in a row's location ("harmless-base", ...), else ""."""
+    return next((name for name in _SUBSETS if name in where), "")
+
+
+@register("hh-rlhf", multimodal=False, summary="Anthropic/hh-rlhf: {chosen, rejected} dialogues, shared prefix as prompt")
+def read(path: str, ctx: SourceContext, *, max_prompt_chars: int | None = None) -> Iterator[PreferencePair]:
+    """Rows `{chosen, rejected}` -> pairs split as `load_hh_rlhf` splits them (prompt: the shared
+    dialogue flattened as "Human: ...\\n\\nAssistant:", kept for this reader's established
+    format); skipped rows are counted with `split_hh_dialogue`'s reasons. Ids `{source}:{row}`;
+    category is the subset the file belongs to (e.g. "harmless-base")."""
+    if max_prompt_chars is not None and (not isinstance(max_prompt_chars, int) or max_prompt_chars < _MIN_PROMPT_CHARS):
+        raise ConfigError(f"hh-rlhf: max_prompt_chars must be an integer >= {_MIN_PROMPT_CHARS}, got {max_prompt_chars!r}")
+    for where, row in iter_source_rows(path):
+        ctx.row()
+        index = ctx.rows - 1
+        if "chosen" not in row or "rejected" not in row:
+            raise DataError(f"{where}: not in the HH-RLHF layout (expected 'chosen' and 'rejected')")
+        if not (isinstance(row["chosen"], str) and isinstance(row["rejected"], str)):
+            ctx.skip("text is not a string")
+            continue
+        try:
+            prompt, chosen, rejected = split_hh_dialogue(row["chosen"], row["rejected"])
+        except ValueError as exc:
+            ctx.skip(str(exc))
+            continue
+        if max_prompt_chars is not None:
+            prompt = truncate_dialogue(prompt, max_prompt_chars)
+        yield PreferencePair(
+            id=ctx.pair_id(index),
+            prompt=prompt,
+            chosen=chosen,
+            rejected=rejected,
+            source=ctx.name,
+            category=_subset_of(where),
+        )
