@@ -30,6 +30,7 @@ from basereward.errors import ConfigError, DataError
 from basereward.io import iter_jsonl, iter_records
 
 Reader = Callable[..., Iterator[PreferencePair]]
+_PATH_CACHE = 200_000  # resolved image paths kept per source (~100 bytes each)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class SourceContext:
     image_root: str | None = None
     rows: int = 0
     skipped: Counter = field(default_factory=Counter)
+    _paths: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def row(self) -> None:
         self.rows += 1
@@ -87,8 +89,18 @@ class SourceContext:
 
     def image_path(self, name: str, base_dir: str) -> str:
         """The real path of an image file named by the data (relative to `base_dir`); DataError
-        (caller counts a skip) if missing, not a regular file or outside `image_root`."""
-        return resolve_image_path(name, base_dir=base_dir, root=self.image_root)
+        (caller counts a skip) if missing, not a regular file or outside `image_root`.
+
+        Resolutions are remembered for this context (one build): datasets name the same image
+        from many rows, and resolving costs a stat per path component."""
+        key = (name, base_dir)
+        hit = self._paths.get(key)
+        if hit is None:
+            hit = resolve_image_path(name, base_dir=base_dir, root=self.image_root)
+            if len(self._paths) >= _PATH_CACHE:
+                self._paths.clear()
+            self._paths[key] = hit
+        return hit
 
     def image_bytes(self, data: bytes, suffix: str = "") -> str:
         """Write embedded image bytes once (unchanged) under `image_dir`; their path."""
