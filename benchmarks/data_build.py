@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[50_000, 100_000])
     ap.add_argument("--child", choices=["build", "train"])
     ap.add_argument("--dir")
+    ap.add_argument("--json", default="", help="also save the rows as JSON here")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, Path(args.dir))))
@@ -115,6 +116,9 @@ def main() -> None:
         b, t = r["build"], r["train"]
         print(f"{b['pairs']:>9} {b['seconds']:>8.1f} {b['pairs'] / b['seconds']:>9.0f} "
               f"{b['peak_rss_mb']:>11.0f} / {b['anon_mb']:<4.0f} {t['seconds']:>14.2f} {t['peak_rss_mb']:>11.0f} / {t['anon_mb']:<4.0f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([{"pairs": n, **r} for n, r in rows], indent=2) + "\n")
 
 
 if __name__ == "__main__":
