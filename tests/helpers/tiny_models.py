@@ -246,12 +246,11 @@ def last_token_grads(backbones, batch) -> list[dict]:
     """Per backbone: the gradients of sum(h_last^2) w.r.t. its parameters (for equivalence tests)."""
     from basereward.models.backbone import last_token_index
 
-    idx = last_token_index(batch["attention_mask"])
     grads = []
     for bb in backbones:
         bb.train()
-        h = bb(batch)
-        h[torch.arange(h.shape[0]), idx].pow(2).sum().backward()
+        h = bb(batch)  # aligned with the backbone's pool mask (responses only when sharing a prefix)
+        h[torch.arange(h.shape[0]), last_token_index(bb.pool_mask(batch))].pow(2).sum().backward()
         grads.append({n: p.grad for n, p in bb.named_parameters() if p.grad is not None})
     return grads
 

@@ -65,8 +65,8 @@ def test_padded_batch_equals_single_unpadded_forward(dirs, arch, attn):
     assert torch.equal(mask, mask.cummin(dim=1).values)  # right padding
     assert (mask.sum(1) < mask.shape[1]).any()  # some rows really are padded
     with torch.no_grad():
-        hidden = bb(batch)  # (N, T, H)
-        last = hidden[torch.arange(hidden.shape[0]), last_token_index(mask)]
+        hidden = bb(batch)  # (N, T, H), or (N, Tr, H) with the prefix shared
+        last = hidden[torch.arange(hidden.shape[0]), last_token_index(bb.pool_mask(batch))]
         for i in range(hidden.shape[0]):
             ids = batch["input_ids"][i, : int(mask[i].sum())][None]  # (1, T_i), no padding
             single = bb.model(input_ids=ids).last_hidden_state[0, -1]
@@ -153,7 +153,7 @@ def _text_tokens(tok, text: str) -> int:
 def _grads(bb):
     batch = bb.collate(GROUPS)
     h = bb(batch)
-    h[torch.arange(h.shape[0]), last_token_index(batch["attention_mask"])].pow(2).sum().backward()
+    h[torch.arange(h.shape[0]), last_token_index(bb.pool_mask(batch))].pow(2).sum().backward()
     return {n for n, p in bb.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 

@@ -15,6 +15,7 @@ from .loading import apply_overrides, from_dict, load_config, save_config, to_di
 from .schema import (
     Activation,
     BackboneConfig,
+    CausalLMConfig,
     Config,
     DataConfig,
     HeadConfig,
@@ -28,7 +29,7 @@ from .schema import (
 )
 
 __all__ = [
-    "Activation", "BackboneConfig", "Config", "ConfigError", "DataConfig", "HeadConfig", "LoraConfig",
+    "Activation", "BackboneConfig", "CausalLMConfig", "Config", "ConfigError", "DataConfig", "HeadConfig", "LoraConfig",
     "LossConfig", "MOVED", "MiniVLConfig", "ModelConfig", "QwenVLConfig", "REMOVED", "TrainConfig",
     "apply_overrides", "from_dict", "load_config", "save_config", "to_dict", "upgrade_saved_model", "validate",
 ]

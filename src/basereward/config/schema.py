@@ -1,6 +1,7 @@
 """The config schema: frozen dataclasses, each field with its docstring underneath.
 
-A backbone's own knobs live in its own section under `model.backbone` (`mini_vl`, `qwen_vl`);
+A backbone's own knobs live in its own section under `model.backbone` (`mini_vl`, `qwen_vl`,
+`causal_lm`);
 `model.backbone` itself holds what every backbone reads. Derived quantities are methods, never
 fields rewritten at run time. Checks that need no model (ranges, keys a backbone does not use)
 run when a config is built (`validate`).
@@ -96,6 +97,18 @@ class QwenVLConfig:
 
 
 @dataclass(frozen=True)
+class CausalLMConfig:
+    """`model.backbone.causal_lm`: knobs of the text-only `causal-lm` backbone."""
+
+    backbones: ClassVar[tuple[str, ...]] = ("causal-lm",)
+
+    share_prefix: bool = True
+    """Run a group's shared prefix (chat template + prompt) once and its responses on top of the
+    cached keys/values, instead of once per response (off with gradient checkpointing; a batch
+    whose tokenizer merges prompt and response tokens differently per response runs in full)."""
+
+
+@dataclass(frozen=True)
 class BackboneConfig:
     name: str = "mini-vl"
     """Registry name: `qwen2.5-vl`, `qwen2-vl`, `causal-lm` or `mini-vl` (embedded default)."""
@@ -130,6 +143,8 @@ class BackboneConfig:
     """Settings read only by `mini-vl`; with another backbone every value must stay at its default."""
     qwen_vl: QwenVLConfig = field(default_factory=QwenVLConfig)
     """Settings read only by `qwen2.5-vl` / `qwen2-vl`; with another backbone they must stay at their defaults."""
+    causal_lm: CausalLMConfig = field(default_factory=CausalLMConfig)
+    """Settings read only by `causal-lm`; with another backbone they must stay at their defaults."""
 
     def prompt_budget(self) -> int:
         """Tokens the prompt part may keep (`max_prompt_length`, 0 = half of `max_length`)."""
@@ -138,7 +153,7 @@ class BackboneConfig:
     @staticmethod
     def sections() -> tuple[str, ...]:
         """Names of the per-backbone sections."""
-        return ("mini_vl", "qwen_vl")
+        return ("mini_vl", "qwen_vl", "causal_lm")
 
 
 @dataclass(frozen=True)

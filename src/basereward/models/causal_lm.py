@@ -3,6 +3,10 @@
 Loads the base model (`AutoModel`, i.e. the decoder without its LM head), renders each response
 with the tokenizer's chat template (ChatML when it has none), right-pads, and returns the final
 hidden states (N, T, H). A group with images is refused: this backbone has no vision tower.
+
+With `causal_lm.share_prefix` each group's prefix (chat template + prompt) runs once and its
+responses run on the cached keys/values (models/prefix.py, as mini-vl does); the hidden states
+then cover the responses only (`pool_mask` = `resp_mask`).
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ import torch
 from ..config import BackboneConfig
 from ..data.schema import Group
 from ..errors import DataError
-from .backbone import Backbone, register_backbone
+from .backbone import Backbone, Capabilities, register_backbone
 from .common import (
     Truncation,
     group_sizes_tensor,
     pad_right,
     pad_token_id,
     prepare_language_model,
+    prompt_texts,
     render_conversation,
     require_path,
     resolve_dtype,
-    prompt_texts,
     tokenize_conversations,
 )
+from .prefix import lm_runner, new_cache, shared_prefix_forward
 
 
 class TextCollator:
@@ -62,12 +67,47 @@ class TextCollator:
             "response_lengths": torch.tensor(tok.response_lengths, dtype=torch.long),  # (N,)
             "group_sizes": group_sizes,  # (G,)
             **tok.report(),
+            **self._prefix_layout(tok.ids, tok.response_lengths, group_sizes.tolist()),
+        }
+
+    def _prefix_layout(self, ids: list[list[int]], resp_lens: list[int], sizes: list[int]) -> dict[str, Any]:
+        """The shared-prefix layout (models/prefix.py): `prefix_ids`/`prefix_mask` (G, Tp),
+        `resp_ids`/`resp_mask` (N, Tr), `seq_group` (N,); or {} when the batch cannot share.
+
+        Prefix and response are tokenised in one piece (so ids equal tokenising the whole
+        conversation), and a tokenizer may merge the prompt's last characters with a response's
+        first ones into one token, which then counts as response: the prefix ids of a group's
+        responses can differ at the boundary. Sharing one prefix would then change those rewards,
+        so the whole batch runs in full unless every group's responses have identical prefix ids
+        (and every response keeps at least one token, where its reward is read).
+        """
+        prefix_rows, resp_rows, seq_group = [], [], []
+        start = 0
+        for g, size in enumerate(sizes):
+            heads = {tuple(ids[n][: len(ids[n]) - resp_lens[n]]) for n in range(start, start + size)}
+            if len(heads) != 1 or min(resp_lens[start: start + size]) == 0:
+                return {}
+            prefix_rows.append(list(heads.pop()))
+            for n in range(start, start + size):
+                resp_rows.append(ids[n][len(ids[n]) - resp_lens[n]:])
+                seq_group.append(g)
+            start += size
+        prefix_ids, prefix_mask = pad_right(prefix_rows, self.pad_id)
+        resp_ids, resp_mask = pad_right(resp_rows, self.pad_id)
+        return {
+            "prefix_ids": prefix_ids,  # (G, Tp) one prefix per group
+            "prefix_mask": prefix_mask,
+            "resp_ids": resp_ids,  # (N, Tr) responses alone
+            "resp_mask": resp_mask,
+            "seq_group": torch.tensor(seq_group, dtype=torch.long),  # (N,)
         }
 
 
 @register_backbone("causal-lm")
 class CausalLMBackbone(Backbone):
     """Any `AutoModel`-loadable decoder; hidden states of its final norm."""
+
+    capabilities = Capabilities(prefix_sharing=True)
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__(cfg)
@@ -81,8 +121,36 @@ class CausalLMBackbone(Backbone):
         self.hidden_size = int(model.config.hidden_size)
         self.collator = TextCollator(tokenizer, cfg)
         self.model = prepare_language_model(model, cfg)
+        # Batches that fell back to the full path while sharing is on (see `_prefix_layout`).
+        self.unshared_batches = 0
+
+    def shares_prefix(self) -> bool:
+        # Recomputation under gradient checkpointing disables the KV cache the shared path needs.
+        return self.cfg.causal_lm.share_prefix and not self.cfg.gradient_checkpointing
+
+    def _shared(self, batch: dict[str, Any]) -> bool:
+        """This batch runs shared: sharing is on and the collator could lay the batch out for it."""
+        return self.shares_prefix() and "prefix_ids" in batch
+
+    def pool_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["resp_mask"] if self._shared(batch) else batch["attention_mask"]
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Hidden states aligned with `pool_mask(batch)`: responses only when sharing the prefix."""
+        if not self._shared(batch):
+            if self.shares_prefix():
+                self.unshared_batches += 1
+            return self._forward_full(batch)
+        lm = self.model
+        device = lm.get_input_embeddings().weight.device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        prefix_embeds = lm.get_input_embeddings()(batch["prefix_ids"])  # (G, Tp, H)
+        _, hidden = shared_prefix_forward(lm_runner(lm), new_cache(lm), batch, prefix_embeds,
+                                          {"input_ids": batch["resp_ids"]})
+        return hidden  # (N, Tr, H)
+
+    def _forward_full(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Every sequence in full (N, T, H)."""
         lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         device = lm.get_input_embeddings().weight.device
         # Right padding: the default positions 0..T-1 are the true positions of every real token.
