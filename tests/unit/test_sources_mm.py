@@ -18,7 +18,7 @@ from PIL import Image
 
 from basereward.data.pairs import load_pairs, save_pairs
 from basereward.data.paths import OUTSIDE_ROOT
-from basereward.data.sources.base import ADAPTERS, SourceContext, counted, get_adapter
+from basereward.data.sources.base import ADAPTERS, SourceContext, get_adapter
 from basereward.data.sources.media import evenly_spaced, strip_placeholders
 from basereward.errors import ConfigError, DataError
 
@@ -44,9 +44,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def run(name: str, path: Path | str, ctx: SourceContext | None = None, **options):
     """(pairs, stats) of adapter `name` on `path`."""
     ctx = ctx or SourceContext(name)
-    stats: dict = {}
-    pairs = list(counted(ctx, get_adapter(name).read(str(path), ctx, **options), stats))
-    return pairs, stats
+    pairs = list(get_adapter(name).read(str(path), ctx, **options))
+    return pairs, ctx.stats(len(pairs))
 
 
 def test_all_multimodal_adapters_are_registered():

@@ -57,6 +57,10 @@ class _ImageProblem(Exception):
         self.kind = kind
         self.detail = detail
 
+    def suffix(self) -> str:
+        """` (detail)`, or "" without one."""
+        return f" ({self.detail})" if self.detail else ""
+
 
 def _decode(path: str) -> Image.Image:
     """Open a regular file and decode it (`_decode_stream`)."""
@@ -125,8 +129,7 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     try:
         im = _decode(os.fspath(path))
     except _ImageProblem as problem:
-        detail = f" ({problem.detail})" if problem.detail else ""
-        raise DataError(f"{os.fspath(path)}: {problem.kind}{detail}") from None
+        raise DataError(f"{os.fspath(path)}: {problem.kind}{problem.suffix()}") from None
     return _to_rgb(im)
 
 
@@ -136,8 +139,7 @@ def decode_image_bytes(data: bytes, shown: str = "image") -> Image.Image:
     try:
         im = _decode_stream(io.BytesIO(data))
     except _ImageProblem as problem:
-        detail = f" ({problem.detail})" if problem.detail else ""
-        raise DataError(f"{shown}: {problem.kind}{detail}") from None
+        raise DataError(f"{shown}: {problem.kind}{problem.suffix()}") from None
     return _to_rgb(im)
 
 
@@ -250,8 +252,7 @@ def iter_pairs(
         for rel, abs_path in resolved if check_images else ():
             problem = check(abs_path)
             if problem is not None:
-                detail = f" ({problem.detail})" if problem.detail else ""
-                raise ValueError(f"{problem.kind}: {rel}{detail}")
+                raise ValueError(f"{problem.kind}: {rel}{problem.suffix()}")
         return pair
 
     return iter_rows(path, parse, on_error=on_error, log=log, what="pairs")

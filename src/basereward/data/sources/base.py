@@ -205,12 +205,3 @@ def image_of(value: Any, ctx: SourceContext, base_dir: str) -> str:
     if isinstance(value, str) and value:
         return ctx.image_path(value, base_dir)
     raise DataError(f"image must be a path, bytes or an {{bytes, path}} dict, got {type(value).__name__}")
-
-
-def counted(ctx: SourceContext, pairs: Iterator[PreferencePair], stats: dict[str, Any]) -> Iterator[PreferencePair]:
-    """Pass `pairs` through, filling `stats` (rows / pairs / skipped) when the stream ends."""
-    n = 0
-    for pair in pairs:
-        n += 1
-        yield pair
-    stats.update(ctx.stats(n))
