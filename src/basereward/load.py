@@ -18,8 +18,20 @@ def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = Non
     if is_ensemble_dir(str(path)):
         return load_combined(str(path), loader=lambda p: load_scorer(p, batch_size, device, progress))
     from .models.reward_model import RewardModel
-    from .scoring.scorer import Scorer, default_device
+    from .scoring.scorer import default_device
 
     model = RewardModel.from_pretrained(path)
-    return Scorer(model, batch_size=batch_size, device=device or default_device(), progress=progress,
-                  name=Path(path).name)
+    return source_for_model(model, batch_size=batch_size, device=device or default_device(), progress=progress,
+                            name=Path(path).name)
+
+
+def source_for_model(model, batch_size: int = 16, device=None, progress: bool = False, name: str = "") -> RewardSource:
+    """The reward source of one loaded model: the `Scorer` of a Naive-RM, the `GenerativeJudge` of a
+    grm / longcot-grm model (model.paradigm)."""
+    if model.cfg.paradigm == "naive":
+        from .scoring.scorer import Scorer
+
+        return Scorer(model, batch_size=batch_size, device=device, progress=progress, name=name)
+    from .grm.judge import GenerativeJudge
+
+    return GenerativeJudge(model, batch_size=batch_size, device=device, progress=progress, name=name)

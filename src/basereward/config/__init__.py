@@ -19,6 +19,7 @@ from .schema import (
     Config,
     DataConfig,
     HeadConfig,
+    JudgeConfig,
     LoraConfig,
     LossConfig,
     MiniVLConfig,
@@ -29,7 +30,7 @@ from .schema import (
 )
 
 __all__ = [
-    "Activation", "BackboneConfig", "CausalLMConfig", "Config", "ConfigError", "DataConfig", "HeadConfig", "LoraConfig",
+    "Activation", "BackboneConfig", "CausalLMConfig", "Config", "ConfigError", "DataConfig", "HeadConfig", "JudgeConfig", "LoraConfig",
     "LossConfig", "MOVED", "MiniVLConfig", "ModelConfig", "QwenVLConfig", "REMOVED", "TrainConfig",
     "apply_overrides", "from_dict", "load_config", "save_config", "to_dict", "upgrade_saved_model", "validate",
 ]

@@ -45,6 +45,7 @@ RANGES: dict[str, dict[str, Rule]] = {
                        "max_prompt_length": at_least(0)},
     "HeadConfig": {"num_layers": between(1, 5), "hidden_size": at_least(0)},
     "LossConfig": {"zero_coef": at_least(0)},
+    "JudgeConfig": {"samples": at_least(1), "temperature": at_least(0), "max_new_tokens": at_least(1)},
     "DataConfig": {"text_ratio": at_least_or(0, -1), "max_pairs": at_least(0)},
     "TrainConfig": {"lr": above(0), "head_lr": at_least(0), "lr_grid": above(0), "global_batch_size": above(0),
                     "micro_batch_size": above(0), "epochs": above(0), "max_steps": at_least(0),

@@ -94,6 +94,11 @@ class QwenVLConfig:
     freeze_vision: bool = True
     """Freeze the vision tower and its patch merger (the paper trains the LM and head; the ViT
     stays frozen)."""
+    share_prefix: bool = True
+    """Run a group's shared prefix (chat template, image tokens, prompt) once and its responses on
+    top of the cached keys/values with their M-RoPE positions continued, instead of once per
+    response (off with gradient checkpointing or sliding-window attention; a batch whose tokenizer
+    merges prompt and response tokens differently per response runs in full)."""
 
 
 @dataclass(frozen=True)
@@ -172,11 +177,37 @@ class HeadConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """How a generative judge (model.paradigm grm / longcot-grm) is trained and scores."""
+
+    both_orders: bool = True
+    """Score each pair in both answer orders and average (controls position bias); off halves the cost."""
+    samples: int = 1
+    """LongCoT: judgements drawn per ordered pair (voting@k)."""
+    vote: Literal["majority", "confidence"] = "majority"
+    """LongCoT: how samples combine: one vote each, or weighted by the verdict token's probability."""
+    early_stop: bool = True
+    """LongCoT voting: stop drawing once samples // 2 + 1 judgements agree."""
+    temperature: float = 1.0
+    """LongCoT sampling temperature when samples > 1 (one sample is greedy)."""
+    max_new_tokens: int = 96
+    """LongCoT: tokens a judgement may take."""
+    order_seed: int = 0
+    """Training: which half of the pairs show the chosen response second (seeded by pair content)."""
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     """The network that produces hidden states."""
     head: HeadConfig = field(default_factory=HeadConfig)
     """The MLP on the last non-padding token's hidden state."""
+    paradigm: Literal["naive", "grm", "longcot-grm"] = "naive"
+    """naive: reward head on the last token (the paper's Naive-RM); grm: the LM head judges which of
+    two responses is better (score = log P("1") - log P("2")); longcot-grm: the judge reasons in
+    <think> before its <answer> (R1-Reward)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """Settings of the generative paradigms; with naive they must stay at their defaults."""
 
 
 @dataclass(frozen=True)
@@ -317,4 +348,7 @@ def validate(obj: Any, where: str) -> None:
     """Range and consistency checks of one section (raised as ConfigError naming `where`)."""
     if isinstance(obj, BackboneConfig):
         _validate_backbone(obj, where)
+    if isinstance(obj, ModelConfig) and obj.paradigm == "naive" and _changed(obj.judge):
+        raise ConfigError(f"{where}.judge.{_changed(obj.judge)[0]}: model.paradigm=naive does not use it "
+                          "(the judge section applies to grm and longcot-grm)")
     check_ranges(obj, where)

@@ -149,6 +149,15 @@ class CausalLMBackbone(Backbone):
                                           {"input_ids": batch["resp_ids"]})
         return hidden  # (N, Tr, H)
 
+    # ------------------------------------------------------------------ generation (grm/)
+    def text_decoder(self) -> Any:
+        return self.model
+
+    def generation_prompt(self, batch: dict[str, Any], length: int) -> tuple[Any, torch.Tensor, None]:
+        """The first `length` tokens of row 0 of a full batch: (decoder, embeddings, positions None)."""
+        embed = self.model.get_input_embeddings()
+        return self.model, embed(batch["input_ids"][:1, :length].to(embed.weight.device)), None
+
     def _forward_full(self, batch: dict[str, Any]) -> torch.Tensor:
         """Every sequence in full (N, T, H)."""
         lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

@@ -60,7 +60,13 @@ class RewardModel(nn.Module):
         return self.backbone.collate(groups)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(N,) rewards; for a generative paradigm (N, 2) [target NLL, log-odds of the right verdict]
+        of judge examples (models/generation.py), read through the LM head instead of the head."""
         hidden = self.backbone(batch)  # (N, T, H)
+        if self.cfg.paradigm != "naive":
+            from .generation import judge_outputs
+
+            return judge_outputs(self.backbone, batch, hidden)
         mask = self.backbone.pool_mask(batch).to(hidden.device)  # (N, T) aligned with hidden
         if self.cfg.head.pooling == "mean":
             w = self.backbone.response_mask(batch, mask).to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)

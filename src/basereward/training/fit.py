@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -23,6 +24,7 @@ from .. import metrics
 from ..data.schema import PreferencePair
 from ..errors import TrainingError
 from ..losses import reward_loss
+from ..memory import peak_memory
 from ..models.reward_model import RewardModel
 from .plan import MicroBatches
 from .stages import Optimisation, Run, save_checkpoint
@@ -72,7 +74,15 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
     world, accum = accelerator.num_processes, run.plan.accum()
     wrapped, optimizer = accelerator.prepare(model, opt.optimizer)
     scheduler = opt.scheduler
-    data = MicroBatches(run.plan, train_pairs, model.collator, accelerator.process_index, start_step, run.total_steps)
+    generative = cfg.model.paradigm != "naive"
+    collator = model.collator
+    if generative:
+        from ..grm.judge import JudgeCollator
+
+        # Pairs become judge examples (chosen shown first in half of them); the loss is the SFT
+        # loss of the judge's answer (and reasoning), the metrics those of its verdict.
+        collator = JudgeCollator(model.collator, cfg.model.paradigm, cfg.model.judge.order_seed)
+    data = MicroBatches(run.plan, train_pairs, collator, accelerator.process_index, start_step, run.total_steps)
     loader = torch.utils.data.DataLoader(
         data, batch_size=None, shuffle=False, num_workers=tc.num_workers,
         persistent_workers=False, prefetch_factor=2 if tc.num_workers else None,
@@ -92,12 +102,18 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
             # Gradients are only all-reduced on the last micro-batch of an optimizer step.
             sync = contextlib.nullcontext() if last_micro or world == 1 else accelerator.no_sync(wrapped)
             with sync, accelerator.autocast():
-                rewards = wrapped(batch).float().view(-1, 2)  # (B, 2): [chosen, rejected]
-                lens = batch["response_lengths"].view(-1, 2)
-                loss = reward_loss(
-                    rewards[:, 0], rewards[:, 1], len_w=lens[:, 0], len_l=lens[:, 1],
-                    zero_coef=cfg.loss.zero_coef, length_norm=cfg.loss.length_norm, margin=cfg.loss.margin,
-                )
+                if generative:
+                    out = wrapped(batch).float()  # (B, 2): [target NLL, log-odds of the right verdict]
+                    loss = out[:, 0].mean()
+                    # As a pair of rewards: right when the right verdict is the likelier one.
+                    rewards = torch.stack([out[:, 1] / 2, -out[:, 1] / 2], dim=1)
+                else:
+                    rewards = wrapped(batch).float().view(-1, 2)  # (B, 2): [chosen, rejected]
+                    lens = batch["response_lengths"].view(-1, 2)
+                    loss = reward_loss(
+                        rewards[:, 0], rewards[:, 1], len_w=lens[:, 0], len_l=lens[:, 1],
+                        zero_coef=cfg.loss.zero_coef, length_norm=cfg.loss.length_norm, margin=cfg.loss.margin,
+                    )
                 # Mean over micro-batches of equal size = mean over the global batch. A non-finite
                 # loss still goes backward: every process must reach the same collectives, and
                 # the step is stopped below, before the optimizer uses the gradients.
@@ -148,6 +164,8 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
             last["truncated_prompts"], last["truncated_responses"] = int(tot[5]), int(tot[6])
             for i, v in enumerate((2 * n, tot[5], tot[6])):
                 cut_total[i] += int(v)
+            if step == run.total_steps:  # every process is here: the gather inside is a collective
+                last.update(_peak_memory(accelerator))
             if step % max(tc.log_every, 1) == 0 or step == run.total_steps:
                 run.log(last)
             if bar is not None:
@@ -173,6 +191,15 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
     return step, last
 
 
+def _peak_memory(accelerator) -> dict[str, float]:
+    """Peak RSS (and GPU memory) of the run so far: the largest over the processes."""
+    mine = peak_memory()
+    t = torch.tensor([mine["peak_rss_mb"], mine.get("peak_gpu_mb", -1.0)], dtype=torch.float64,
+                     device=accelerator.device)
+    rss, gpu = accelerator.gather(t).view(-1, 2).max(dim=0).values.tolist()  # (world, 2) -> (2,)
+    return {"peak_rss_mb": rss, **({"peak_gpu_mb": gpu} if gpu >= 0 else {})}
+
+
 def _cut(batch: dict[str, Any], what: str) -> float:
     flags = batch.get(f"truncated_{what}")
     return float(flags.sum()) if flags is not None else 0.0
@@ -180,10 +207,10 @@ def _cut(batch: dict[str, Any], what: str) -> float:
 
 def validate(run: Run, model: RewardModel, val_pairs: Sequence[PreferencePair], step: int) -> dict[str, Any]:
     """The validation stage: one pass over `val_pairs`, logged to metrics.jsonl."""
-    from ..scoring import Scorer
+    from ..load import source_for_model
 
     was_training = model.training
-    scorer = Scorer(model, batch_size=run.cfg.train.micro_batch_size * 2, device=run.accelerator.device)
+    scorer = source_for_model(model, batch_size=run.cfg.train.micro_batch_size * 2, device=run.accelerator.device)
     rec = validation_record(run.accelerator, scorer, val_pairs, step)
     model.train(was_training)
     run.log(rec)

@@ -200,6 +200,20 @@ class MiniVL(Backbone):
 
     def _forward_full(self, batch: dict[str, Any]) -> torch.Tensor:
         """Every sequence in full; each image is still encoded once and copied to its sequences."""
+        out = self.lm(inputs_embeds=self._full_embeds(batch), attention_mask=batch["attention_mask"])
+        return out.last_hidden_state
+
+    # ------------------------------------------------------------------ generation (grm/)
+    def text_decoder(self) -> Any:
+        return self.lm
+
+    def generation_prompt(self, batch: dict[str, Any], length: int) -> tuple[Any, torch.Tensor, None]:
+        """The first `length` tokens of row 0 of a full batch: (decoder, embeddings (1, length, H),
+        positions None = 0..length-1)."""
+        return self.lm, self._full_embeds(batch)[:1, :length], None
+
+    def _full_embeds(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(N, T, H) input embeddings of the full sequences with each group's image tokens spliced in."""
         inputs_embeds = self.lm.get_input_embeddings()(batch["input_ids"])  # (N, T, H)
         img_tokens = self._batch_image_tokens(batch)  # (I, tokens_per_image, H), once per image
         if img_tokens is not None:
@@ -207,8 +221,7 @@ class MiniVL(Backbone):
             order = torch.cat([torch.nonzero(batch["image_group"] == g).flatten() for g in batch["seq_group"].tolist()])
             flat = img_tokens[order].reshape(-1, img_tokens.shape[-1]).to(inputs_embeds.dtype)
             inputs_embeds = inputs_embeds.masked_scatter(batch["image_mask"].unsqueeze(-1), flat)
-        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"])
-        return out.last_hidden_state
+        return inputs_embeds
 
     def _prefix_embeds(self, batch: dict[str, Any]) -> torch.Tensor:
         prefix_embeds = self.lm.get_input_embeddings()(batch["prefix_ids"])  # (G, Tp, H)
