@@ -69,8 +69,9 @@ class Setup:
     work_dir: Path
 
 
-def start_backbone(model_dir: str | Path, train_lm_layers: int) -> tuple[ModelConfig, Any]:
-    """The embedded backbone with `model_dir`'s projector and vocabulary; LM layers pretrained."""
+def start_backbone(model_dir: str | Path, train_lm_layers: int, **overrides: Any) -> tuple[ModelConfig, Any]:
+    """The embedded backbone with `model_dir`'s projector and vocabulary; LM layers pretrained.
+    `overrides`: other model.backbone fields (e.g. a longer max_length for a judge's prompt)."""
     from basereward.models.backbone import build_backbone
     from basereward.models.reward_model import BACKBONE_NAME, read_model_config
 
@@ -78,7 +79,7 @@ def start_backbone(model_dir: str | Path, train_lm_layers: int) -> tuple[ModelCo
     if cfg.backbone.name != "mini-vl" or cfg.backbone.mini_vl.projector != "words":
         raise SystemExit(f"--model {model_dir}: needs a mini-vl model with the words projector (the demo's)")
     mv = dataclasses.replace(cfg.backbone.mini_vl, train_projector=False, cache_trunk=True)
-    bb_cfg = dataclasses.replace(cfg.backbone, train_lm_layers=train_lm_layers, mini_vl=mv)
+    bb_cfg = dataclasses.replace(cfg.backbone, train_lm_layers=train_lm_layers, mini_vl=mv, **overrides)
     torch.manual_seed(0)
     backbone = build_backbone(bb_cfg)
     backbone.load_metadata(meta)

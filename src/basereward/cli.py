@@ -60,7 +60,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .data.paths import check_image_root
     from .io import check_output_file, write_json, write_jsonl
     from .load import load_scorer
+    from .memory import largest, memory_line, peak_memory
     from .scoring.interface import writable_rewards
+    from .scoring.shard import current_processes, score_sharded
     from .scoring.truncation import truncation_lines, truncation_summary
 
     check_output_file(args.output)
@@ -72,16 +74,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
         from .eval.controls import shuffle_images
 
         pairs = shuffle_images(pairs, seed=args.seed)
-    scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
-    scores = scorer.score(pairs)
+    # Under a launcher with several processes each scores a shard; rank 0 writes (scoring/shard.py).
+    procs = current_processes()
+    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main)
+    scores = [(s[0], s[1]) for s in score_sharded(scorer, [p.to_group() for p in pairs], procs)]
+    memory = largest(procs.gather(peak_memory()))
+    if not procs.is_main:
+        return 0
     rows, n_bad = writable_rewards([p.id for p in pairs], scores, args.allow_nonfinite, ("chosen", "rejected"))
     write_jsonl(args.output, ({"id": p.id, "chosen_reward": c, "rejected_reward": r}
                               for p, (c, r) in zip(pairs, rows)))
     summary = _accuracy_summary(pairs, scores)
     print(_accuracy_table(summary))
     print("\n".join(truncation_lines(scorer)))
+    print(memory_line(memory))
     if args.summary:
-        write_json(args.summary, {**summary, "truncation": truncation_summary(scorer)})
+        write_json(args.summary, {**summary, "truncation": truncation_summary(scorer), "memory": memory})
     print(f"wrote {len(pairs)} scores to {args.output}" + (f" ({n_bad} non-finite rewards as null)" if n_bad else ""))
     return 0
 
@@ -91,13 +99,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .eval.runner import format_table, run_benchmark
     from .io import check_output_file
     from .load import load_scorer
+    from .scoring.shard import current_processes
     from .scoring.truncation import truncation_lines
 
     check_output_file(args.output)
     root = check_image_root(args.image_root) if args.image_root else None
-    scorer = load_scorer(args.model, batch_size=args.batch_size, progress=True)
+    procs = current_processes()  # several under a launcher: each scores a shard, rank 0 writes
+    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main)
     metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit,
-                            allow_nonfinite=args.allow_nonfinite, image_root=root)
+                            allow_nonfinite=args.allow_nonfinite, image_root=root, processes=procs)
+    if not procs.is_main:
+        return 0
     print(format_table(metrics))
     print("\n".join(truncation_lines(scorer)))
     print(f"wrote {args.output}")
@@ -106,9 +118,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "synth":
-        from .data.synthetic import generate
+        from .data.synthetic import generate, generate_heldout
 
-        pairs = generate(args.out, n_pairs=args.n, seed=args.seed)
+        make = generate_heldout if args.distribution == "heldout" else generate
+        pairs = make(args.out, n_pairs=args.n, seed=args.seed)
         print(f"wrote {len(pairs)} pairs to {Path(args.out) / 'pairs.jsonl'}")
     elif args.data_cmd == "hh-rlhf":
         from .data.sources.hh_rlhf import write_hh_split
@@ -159,7 +172,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick)
+    variety = None
+    if args.varied_data:
+        from .data.synthetic import Variety
+
+        variety = Variety(paraphrase=True, pad=0.3, layout=True, exclude_heldout_combos=True)
+    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety)
     return 0
 
 
@@ -213,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True)
     d.add_argument("--n", type=int, default=2000)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--distribution", choices=["train", "heldout"], default="train",
+                   help="heldout: unseen wording, padded answers, new layouts and colour/shape combinations")
     d = dsub.add_parser("hh-rlhf", help="write the seeded HH-RLHF train/validation split as pair files")
     d.add_argument("--out", required=True)
     d.add_argument("--source", default=None)
@@ -239,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_arguments(p)
     p.set_defaults(func=_cmd_ensemble)
 
+    p = sub.add_parser("grm", help="generative judges: StableReinforce RL (grm rl), voting@k (grm voting)")
+    from .grm.cli import add_grm_arguments, run_grm_command
+
+    add_grm_arguments(p)
+    p.set_defaults(func=run_grm_command)
+
     p = sub.add_parser("report", help="Markdown report with plots from metrics JSON files")
     p.add_argument("metrics", nargs="+")
     p.add_argument("--out", required=True)
@@ -255,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate data, train the embedded default, evaluate, save runs/demo/model")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a tiny run (smoke test), not the real demo")
+    p.add_argument("--varied-data", action="store_true", help="train on the varied generator (paraphrases, "
+                   "padding, layouts, held-out colour/shape combinations left out); experimental")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_demo)
     return ap

@@ -14,9 +14,16 @@ from .scoring import RewardSource
 
 def load_scorer(path: str | Path, batch_size: int = 16, device: str | None = None,
                 progress: bool = False) -> RewardSource:
-    """A `Scorer` for a saved model directory, or the combined source of an ensemble directory."""
+    """A `Scorer` for a saved model directory, the combined source of an ensemble / router directory,
+    or the `CriticRM` of a critic-RM directory."""
     if is_ensemble_dir(str(path)):
         return load_combined(str(path), loader=lambda p: load_scorer(p, batch_size, device, progress))
+    if (Path(path) / "critic_rm.json").is_file():  # grm/critic.py: a critic + the RM trained on its critiques
+        from .grm.critic import load_critic_rm
+        from .scoring.scorer import default_device
+
+        return load_critic_rm(path, lambda p: load_scorer(p, batch_size, device, progress),
+                              device=device or default_device())
     from .models.reward_model import RewardModel
     from .scoring.scorer import default_device
 

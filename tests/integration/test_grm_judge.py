@@ -176,3 +176,43 @@ def test_stable_reinforce_loop_updates_the_judge_and_logs_dynamics(lm_dir, tmp_p
     assert rule_consistency(None, v("Response 2 is vague; response 1 names the colour.", 1)) == 1.0
     assert rule_consistency(None, v("Response 1 is vague; Response 2 names it.", 1)) == 0.0
     assert rule_consistency(None, v("no names", 1)) == 0.0
+
+
+@pytest.mark.parametrize("arch", ["qwen2.5-vl", "qwen2-vl"])
+def test_qwen_vl_sampling_with_an_image_equals_transformers_generate(tmp_path, arch):
+    """M-RoPE positions of generated tokens continue after the image as transformers places them."""
+    from helpers.tiny_models import solid_image, tiny_qwen2vl_dir, tiny_qwen25vl_dir
+    from transformers import AutoModelForImageTextToText
+
+    make = tiny_qwen25vl_dir if arch == "qwen2.5-vl" else tiny_qwen2vl_dir
+    d = make(tmp_path)
+    img = tmp_path / "img.png"
+    solid_image(84, 56, seed=1).save(img)
+    bb_cfg = BackboneConfig(name=arch, path=str(d), dtype="float32", attn_implementation="eager", max_length=512)
+    model = RewardModel(ModelConfig(backbone=bb_cfg, paradigm="longcot-grm")).eval()
+    bb = model.backbone
+    group = Group(prompt="what colour is it", responses=(), images=(str(img),))
+    got = sample(bb, group, lead="<think>", n=2, max_new_tokens=8, temperature=0)
+    from basereward.models.generation import _prompt_length
+
+    batch = bb.collate([Group(prompt=group.prompt, responses=("<think>",), images=group.images)])
+    n = _prompt_length(bb.collator.tokenizer, batch)
+    ref = AutoModelForImageTextToText.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager").eval()
+    out = ref.generate(input_ids=batch["input_ids"][:, :n], attention_mask=torch.ones(1, n, dtype=torch.long),
+                       pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                       max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
+                       output_scores=True, return_dict_in_generate=True)
+    tokens = out.sequences[0, n:].tolist()
+    assert got[0].token_ids == tokens[: len(got[0].token_ids)]
+    assert got[0].token_ids == got[1].token_ids
+    ref_lp = sum(float(torch.log_softmax(sc[0].float(), -1)[t]) for sc, t in zip(out.scores, got[0].token_ids))
+    assert got[0].log_prob == pytest.approx(ref_lp, abs=5e-3)
+    # The rule `sample` continues positions by (the prompt's largest M-RoPE position + 1, then + 1
+    # per token) is what the model's own get_rope_index gives the whole sequence on every axis.
+    _, _, positions = bb.generation_prompt(batch, n)
+    full = torch.tensor([batch["input_ids"][0, :n].tolist() + tokens])
+    whole = bb.rope_positions(full, torch.ones_like(full), [batch["image_grid_thw"]], [0])  # (3, 1, T)
+    assert torch.equal(whole[:, 0, :n], positions[:, 0])
+    want = int(positions.max()) + 1 + torch.arange(len(tokens))
+    assert all(torch.equal(whole[axis, 0, n:], want) for axis in range(3))
+    assert int(positions.max()) + 1 < n  # the image really shifts them: not a 1-D continuation

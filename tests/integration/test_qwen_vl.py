@@ -54,7 +54,10 @@ def dirs(tmp_path_factory):
 def make(dirs, arch="qwen2.5-vl", key=None, **kw):
     kw.setdefault("dtype", "float32")
     kw.setdefault("attn_implementation", "eager")
-    section = QwenVLConfig(**{k: kw.pop(k) for k in ("min_pixels", "max_pixels", "freeze_vision") if k in kw})
+    # The full path (hidden states of whole sequences) is what these tests check; the shared
+    # prefix path has its own tests (test_qwen_vl_prefix.py).
+    section = QwenVLConfig(share_prefix=kw.pop("share_prefix", False),
+                           **{k: kw.pop(k) for k in ("min_pixels", "max_pixels", "freeze_vision") if k in kw})
     return build_backbone(BackboneConfig(name=arch, path=str(dirs[key or arch]), qwen_vl=section, **kw))
 
 
@@ -129,7 +132,7 @@ def test_keys_and_stages_it_does_not_have_are_config_errors(dirs):
                                       mini_vl=MiniVLConfig(share_prefix=False)))
     bb = make(dirs)
     caps = type(bb).capabilities
-    assert not (caps.alignment or caps.trunk_cache or caps.prefix_sharing or caps.image_feature_cache)
+    assert caps.prefix_sharing and not (caps.alignment or caps.trunk_cache or caps.image_feature_cache)
     with pytest.raises(ConfigError, match=r"data\.alignment: backbone 'qwen2\.5-vl' has no alignment stage.*mini-vl"):
         bb.align([], seed=0)
     with pytest.raises(ConfigError, match=r"cache_trunk: backbone 'qwen2\.5-vl' has no frozen-trunk cache"):

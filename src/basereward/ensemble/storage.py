@@ -18,6 +18,7 @@ from ..scoring.interface import RewardSource
 if TYPE_CHECKING:
     from .combine import Ensemble
     from .router import ModalityRouter
+    from .task_router import TaskRouter
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
@@ -71,8 +72,8 @@ def load_member(path: str, directory: str, loader: Loader) -> RewardSource:
     return loader(resolved)
 
 
-def load_combined(directory: str, loader: Loader) -> "Ensemble | ModalityRouter":
-    """Load whatever `directory/ensemble.json` describes (kind "ensemble" or "router")."""
+def load_combined(directory: str, loader: Loader) -> "Ensemble | ModalityRouter | TaskRouter":
+    """Load whatever `directory/ensemble.json` describes (kind "ensemble", "router" or "task-router")."""
     # Imported here: the combination classes load their members through this module.
     from .combine import Ensemble
     from .router import ModalityRouter
@@ -83,4 +84,8 @@ def load_combined(directory: str, loader: Loader) -> "Ensemble | ModalityRouter"
         return Ensemble.from_json(spec, directory, loader)
     if kind == "router":
         return ModalityRouter.from_json(spec, directory, loader)
+    if kind == "task-router":
+        from .task_router import TaskRouter
+
+        return TaskRouter.from_json(spec, directory, loader)
     raise BaseRewardError(f"{os.path.join(directory, ENSEMBLE_FILE)}: unknown kind {kind!r}")

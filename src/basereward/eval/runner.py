@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import DataError
 from ..io import finite, scores_path_for, write_json, write_jsonl
-from ..scoring.interface import RewardSource, score_checked, writable_rewards
+from ..scoring.interface import RewardSource, writable_rewards
+from ..scoring.shard import Processes, score_sharded
 from ..scoring.truncation import truncation_summary
 from .benchmarks import BenchItem, canonical_name, get_benchmark
 
@@ -22,7 +23,8 @@ _RESERVED = ("id", "scores", "chosen_reward", "rejected_reward")
 
 
 def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limit: int = 0,
-                  allow_nonfinite: bool = False, image_root: str | None = None) -> dict[str, Any]:
+                  allow_nonfinite: bool = False, image_root: str | None = None,
+                  processes: Processes | None = None) -> dict[str, Any]:
     """Score benchmark `bench` read from `data` with any reward source, write the metrics to
     `output` (and the per-item scores beside it), return them.
 
@@ -32,7 +34,10 @@ def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limi
     A NaN / infinite reward stops the run before anything is written (the error names the item);
     with `allow_nonfinite` it counts as a wrong comparison, is written as null and counted in
     `nonfinite_rewards`. `image_root`: image files named by the benchmark must lie in it.
+    `processes`: several (under a launcher) each score a shard of the items; every process gets
+    the metrics, only the first writes the files.
     """
+    processes = processes or Processes()
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     name = canonical_name(bench)
@@ -43,7 +48,7 @@ def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limi
     if not items:
         raise DataError(f"{data}: no {name} items to score")
     # One call: the scorer owns batching, image sharing within a group and progress reporting.
-    scores = score_checked(scorer, [item.group for item in items])
+    scores = score_sharded(scorer, [item.group for item in items], processes)
     rows, n_bad = writable_rewards([item.id for item in items], scores, allow_nonfinite)
     result: dict[str, Any] = {"benchmark": name, "num_items": len(items), "definition": module.DEFINITION}
     result.update(module.metrics(items, scores))
@@ -51,6 +56,8 @@ def run_benchmark(scorer: RewardSource, bench: str, data: str, output: str, limi
     if n_bad:
         result["nonfinite_rewards"] = n_bad
 
+    if not processes.is_main:
+        return result
     write_json(output, finite(result) if n_bad else result)  # a NaN mean is only expected after NaN rewards
     write_jsonl(scores_path_for(output), (_score_line(item, row) for item, row in zip(items, rows)))
     return result

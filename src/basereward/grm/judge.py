@@ -63,8 +63,8 @@ def difference_trace(first: str, second: str) -> str:
             parts_b.append(" ".join(b[j1:j2]) or "(nothing)")
     if not parts_a:
         return "The two responses say the same."
-    return (f"Response 1 says {'; '.join(parts_a[:3])}. Response 2 says {'; '.join(parts_b[:3])}. "
-            "I check which one the question and the image support.")
+    # Short on purpose: a judge's reasoning is paid for token by token at every judgement.
+    return f"Response 1 says {'; '.join(parts_a[:3])}. Response 2 says {'; '.join(parts_b[:3])}."
 
 
 def judge_target(paradigm: str, choice: int, first: str = "", second: str = "", trace: str | None = None) -> str:
@@ -125,7 +125,7 @@ class GenerativeJudge(ScoringMixin):
     # ------------------------------------------------------------------ the interface
     def score_groups(self, groups: Sequence[Group]) -> list[list[float]]:
         """scores[i][k] = mean preference of response k over the group's other responses."""
-        ordered = [self._orders(len(g.responses)) for g in groups]
+        ordered = [self._orders(g) for g in groups]
         jobs = [(i, a, b) for i, pairs in enumerate(ordered) for a, b in pairs]
         prefs = self._prefer([(groups[i], a, b) for i, a, b in jobs])
         totals = [[0.0] * len(g.responses) for g in groups]
@@ -138,10 +138,14 @@ class GenerativeJudge(ScoringMixin):
             counts[i][b] += 1
         return [[t / c if c else 0.0 for t, c in zip(tot, cnt)] for tot, cnt in zip(totals, counts)]
 
-    def _orders(self, n: int) -> list[tuple[int, int]]:
+    def _orders(self, g: Group) -> list[tuple[int, int]]:
+        n = len(g.responses)
         if self.judge_cfg.both_orders:
             return list(permutations(range(n), 2))
-        return [(a, b) for a in range(n) for b in range(a + 1, n)]
+        # One order per pair, which one decided by the two texts (not by their positions in the
+        # group): a judge that always answers "1" then scores at chance, not at 100%.
+        return [(a, b) if not _second_first(g.responses[a], g.responses[b]) else (b, a)
+                for a in range(n) for b in range(a + 1, n)]
 
     def _prefer(self, jobs: list[tuple[Group, int, int]]) -> list[float]:
         if self.paradigm == "grm":
@@ -216,6 +220,12 @@ class GenerativeJudge(ScoringMixin):
             flags = batch.get(f"truncated_{key}")
             if flags is not None:
                 self.truncated[key] += int(flags.sum())
+
+
+def _second_first(first: str, second: str) -> bool:
+    lo, hi = sorted((first, second))
+    h = hashlib.blake2b(f"{lo}\x00{hi}".encode(), digest_size=8).digest()
+    return bool(h[0] & 1) == (first == lo)
 
 
 def _decided(verdicts: list[int | None], k: int) -> bool:

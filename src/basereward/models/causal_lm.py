@@ -31,7 +31,7 @@ from .common import (
     resolve_dtype,
     tokenize_conversations,
 )
-from .prefix import lm_runner, new_cache, shared_prefix_forward
+from .prefix import lm_runner, new_cache, prefix_layout, shared_prefix_forward
 
 
 class TextCollator:
@@ -71,36 +71,9 @@ class TextCollator:
         }
 
     def _prefix_layout(self, ids: list[list[int]], resp_lens: list[int], sizes: list[int]) -> dict[str, Any]:
-        """The shared-prefix layout (models/prefix.py): `prefix_ids`/`prefix_mask` (G, Tp),
-        `resp_ids`/`resp_mask` (N, Tr), `seq_group` (N,); or {} when the batch cannot share.
-
-        Prefix and response are tokenised in one piece (so ids equal tokenising the whole
-        conversation), and a tokenizer may merge the prompt's last characters with a response's
-        first ones into one token, which then counts as response: the prefix ids of a group's
-        responses can differ at the boundary. Sharing one prefix would then change those rewards,
-        so the whole batch runs in full unless every group's responses have identical prefix ids
-        (and every response keeps at least one token, where its reward is read).
-        """
-        prefix_rows, resp_rows, seq_group = [], [], []
-        start = 0
-        for g, size in enumerate(sizes):
-            heads = {tuple(ids[n][: len(ids[n]) - resp_lens[n]]) for n in range(start, start + size)}
-            if len(heads) != 1 or min(resp_lens[start: start + size]) == 0:
-                return {}
-            prefix_rows.append(list(heads.pop()))
-            for n in range(start, start + size):
-                resp_rows.append(ids[n][len(ids[n]) - resp_lens[n]:])
-                seq_group.append(g)
-            start += size
-        prefix_ids, prefix_mask = pad_right(prefix_rows, self.pad_id)
-        resp_ids, resp_mask = pad_right(resp_rows, self.pad_id)
-        return {
-            "prefix_ids": prefix_ids,  # (G, Tp) one prefix per group
-            "prefix_mask": prefix_mask,
-            "resp_ids": resp_ids,  # (N, Tr) responses alone
-            "resp_mask": resp_mask,
-            "seq_group": torch.tensor(seq_group, dtype=torch.long),  # (N,)
-        }
+        """The shared-prefix layout (models/prefix.py `prefix_layout`), or {} when a tokenizer merged
+        the prompt/response boundary differently within a group (the batch then runs in full)."""
+        return prefix_layout(ids, resp_lens, sizes, self.pad_id)
 
 
 @register_backbone("causal-lm")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import decoder_layers
+from .common import decoder_layers, pad_right
 
 Runner = Callable[..., torch.Tensor]
 """run(attention_mask=, cache=, position_ids=None, input_ids=|inputs_embeds=) -> hidden (B, T, H)."""
@@ -168,3 +168,36 @@ class TrunkCache:
                                   [resp_h[n, : r_len[n]].cpu().clone() for n in members[g]])
         _, hidden = shared_prefix_forward(self.top, new_cache(self.lm), batch, prefix_h, {"inputs_embeds": resp_h})
         return hidden  # (N, Tr, H)
+
+
+def prefix_layout(ids: list[list[int]], resp_lens: list[int], sizes: list[int], pad_id: int) -> dict[str, Any]:
+    """The shared-prefix batch keys for tokenised sequences laid out group by group:
+    `prefix_ids`/`prefix_mask` (G, Tp), `resp_ids`/`resp_mask` (N, Tr), `seq_group` (N,); or {}
+    when the batch cannot share.
+
+    A sequence's last `resp_lens[n]` ids are its response. A tokenizer may merge the prompt's
+    last characters with a response's first ones into one token (which then counts as response),
+    so the prefix ids of a group's responses can differ; sharing one prefix would then change
+    those rewards, so the batch shares only if every group's responses have identical prefix ids
+    and every response keeps at least one token (where its reward is read).
+    """
+    prefix_rows, resp_rows, seq_group = [], [], []
+    start = 0
+    for g, size in enumerate(sizes):
+        members = range(start, start + size)
+        heads = {tuple(ids[n][: len(ids[n]) - resp_lens[n]]) for n in members}
+        if len(heads) != 1 or min(resp_lens[n] for n in members) == 0:
+            return {}
+        prefix_rows.append(list(heads.pop()))
+        resp_rows.extend(ids[n][len(ids[n]) - resp_lens[n]:] for n in members)
+        seq_group.extend([g] * size)
+        start += size
+    prefix_ids, prefix_mask = pad_right(prefix_rows, pad_id)
+    resp_ids, resp_mask = pad_right(resp_rows, pad_id)
+    return {
+        "prefix_ids": prefix_ids,  # (G, Tp) one prefix per group
+        "prefix_mask": prefix_mask,
+        "resp_ids": resp_ids,  # (N, Tr) responses alone
+        "resp_mask": resp_mask,
+        "seq_group": torch.tensor(seq_group, dtype=torch.long),  # (N,)
+    }

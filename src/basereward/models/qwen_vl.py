@@ -8,6 +8,12 @@ and its own 3-D M-RoPE positions (the model's `get_rope_index` with its group's 
 for each response). The language model is called on `inputs_embeds`; no LM head is loaded into
 use: only the final hidden states (N, T, H) are returned.
 
+With `qwen_vl.share_prefix` each group's prefix (chat template + image tokens + prompt) runs once
+on a key/value cache and its responses run on top (models/prefix.py); a response is text after
+the prefix, so its M-RoPE position on all three axes continues at the prefix's largest position
++ 1 (what `get_rope_index` gives the full sequence). The hidden states then cover the responses
+only (`pool_mask` = `resp_mask`).
+
 We compose the transformers classes (`Qwen2_5_VLModel` / `Qwen2VLModel`: `.visual`,
 `.language_model`, `.get_image_features`, `.get_rope_index`) and never fork modeling code.
 """
@@ -22,7 +28,7 @@ from torch import nn
 from ..config import BackboneConfig
 from ..data.schema import Group
 from ..errors import ConfigError
-from .backbone import Backbone, register_backbone
+from .backbone import Backbone, Capabilities, register_backbone
 from .common import (
     Truncation,
     group_sizes_tensor,
@@ -30,13 +36,14 @@ from .common import (
     pad_right,
     pad_token_id,
     prepare_language_model,
+    prompt_texts,
     render_conversation,
     require_path,
     resolve_dtype,
     set_requires_grad,
-    prompt_texts,
     tokenize_conversations,
 )
+from .prefix import new_cache, prefix_layout, shared_prefix_forward
 
 IMAGE_TOKEN = "<|image_pad|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -51,6 +58,8 @@ class QwenVLCollator:
       image_grid_thw   (I, 3)        (t, h, w) patch grid of each of those images
       images_per_group (G,)          how many of the I images belong to each group
     Image tensors are empty (0 rows) when no group has images, so a batch is always all-tensor.
+    The shared-prefix keys of models/prefix.py (`prefix_ids`, `resp_ids`, ...) are added when the
+    batch can share (`prefix_layout`); every image token is in the prefix.
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, cfg: BackboneConfig, image_token_id: int) -> None:
@@ -126,6 +135,7 @@ class QwenVLCollator:
             "image_grid_thw": torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long),  # (I, 3)
             "images_per_group": torch.tensor(images_per_group, dtype=torch.long),  # (G,)
             **tok.report(),
+            **prefix_layout(tok.ids, tok.response_lengths, group_sizes.tolist(), self.pad_id),
         }
 
 
@@ -133,6 +143,7 @@ class QwenVLBackbone(Backbone):
     """Shared-image-encoding backbone over a transformers Qwen-VL base model (no LM head)."""
 
     model_type: ClassVar[str] = ""
+    capabilities = Capabilities(prefix_sharing=True)
 
     @classmethod
     def _model_class(cls) -> type:
@@ -177,6 +188,11 @@ class QwenVLBackbone(Backbone):
         # only the LM and the reward head. Set freeze_vision: false to train both.
         set_requires_grad(self.model.visual, not cfg.qwen_vl.freeze_vision)
         self.model.language_model = prepare_language_model(self.model.language_model, cfg)
+        # A sliding window counts keys by index, and a padded prefix's holes would shift that count.
+        windowed = [t for t in (getattr(config.text_config, "layer_types", None) or ()) if t != "full_attention"]
+        self.prefix_blocker = f"{len(windowed)} sliding-window attention layers" if windowed else ""
+        # Batches that fell back to the full path while sharing is on (see `prefix_layout`).
+        self.unshared_batches = 0
 
     # ------------------------------------------------------------------ interface
 
@@ -193,11 +209,73 @@ class QwenVLBackbone(Backbone):
             out = self.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
         return torch.cat(out.pooler_output, dim=0)
 
+    def shares_prefix(self) -> bool:
+        # Recomputation under gradient checkpointing disables the KV cache the shared path needs.
+        return self.cfg.qwen_vl.share_prefix and not self.cfg.gradient_checkpointing and not self.prefix_blocker
+
+    def _shared(self, batch: dict[str, Any]) -> bool:
+        """This batch runs shared: sharing is on and the collator could lay the batch out for it."""
+        return self.shares_prefix() and "prefix_ids" in batch
+
+    def pool_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["resp_mask"] if self._shared(batch) else batch["attention_mask"]
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Hidden states aligned with `pool_mask(batch)`: responses only when sharing the prefix."""
+        if self._shared(batch):
+            return self._forward_shared(batch)
+        if self.shares_prefix():
+            self.unshared_batches += 1
+        return self._forward_full(batch)
+
+    def _forward_shared(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Each group's prefix once (G rows), then its responses on the cached keys/values (N, Tr, H)."""
+        embed = self._text_model().get_input_embeddings()
+        device = embed.weight.device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        prefix_ids, prefix_mask = batch["prefix_ids"], batch["prefix_mask"]  # (G, Tp)
+        prefix_embeds = embed(prefix_ids)  # (G, Tp, H)
+        grid_cpu = batch["image_grid_thw"].to("cpu", torch.long)  # (I, 3)
+        if grid_cpu.shape[0]:
+            feats = self.encode_images(batch["pixel_values"], grid_cpu.to(device))  # (K, H), group order
+            # Prefix rows are the groups in order and `feats` holds their images in that order.
+            image_mask = (prefix_ids == self.image_token_id).unsqueeze(-1)  # (G, Tp, 1)
+            prefix_embeds = prefix_embeds.masked_scatter(image_mask, feats.to(prefix_embeds.dtype))
+        G = prefix_ids.shape[0]
+        grids_by_group = torch.split(grid_cpu, batch["images_per_group"].to("cpu").tolist())
+        prefix_pos = self.rope_positions(prefix_ids, prefix_mask, grids_by_group, range(G)).to(device)  # (3, G, Tp)
+        # Responses are text: shared_prefix_forward gives them 1-D positions prefix_len + j; M-RoPE
+        # continues at the prefix's largest position + 1, i.e. shifted by this delta per group.
+        real = prefix_mask.bool().unsqueeze(0)  # (1, G, Tp)
+        delta = prefix_pos.masked_fill(~real, -1).amax(dim=(0, 2)) + 1 - prefix_mask.sum(1)  # (G,)
+        resp_delta = delta[batch["seq_group"]].view(1, -1, 1)  # (1, N, 1)
+        lm = self.model.language_model
+
+        def run(position_ids: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
+            pos = prefix_pos if position_ids is None else position_ids.unsqueeze(0).expand(3, -1, -1) + resp_delta
+            return lm(**kw, position_ids=pos, use_cache=True).last_hidden_state
+
+        _, hidden = shared_prefix_forward(run, new_cache(lm), batch, prefix_embeds, {"input_ids": batch["resp_ids"]})
+        return hidden  # (N, Tr, H)
+
+    def _forward_full(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Every sequence in full (N, T, H); each group's images are still encoded once."""
+        inputs_embeds, position_ids = self._full_inputs(batch)
+        out = self.model.language_model(
+            input_ids=None,
+            inputs_embeds=inputs_embeds,
+            attention_mask=batch["attention_mask"].to(inputs_embeds.device),
+            position_ids=position_ids,  # (3, N, T)
+            use_cache=False,
+        )
+        return out.last_hidden_state  # (N, T, H)
+
+    def _full_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (N, T, H) of the full sequences, image tokens spliced in, and their M-RoPE
+        positions (3, N, T)."""
         embed = self._text_model().get_input_embeddings()
         device = embed.weight.device
         input_ids = batch["input_ids"].to(device)  # (N, T)
-        attention_mask = batch["attention_mask"].to(device)  # (N, T)
         inputs_embeds = embed(input_ids)  # (N, T, H)
 
         # Per-sequence bookkeeping is small integer work: do it on CPU in one transfer.
@@ -221,14 +299,18 @@ class QwenVLBackbone(Backbone):
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, feats[index].to(inputs_embeds.dtype))
 
         position_ids = self.rope_positions(batch["input_ids"], batch["attention_mask"], grids_by_group, seq_group)
-        out = self.model.language_model(
-            input_ids=None,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids.to(device),  # (3, N, T)
-            use_cache=False,
-        )
-        return out.last_hidden_state  # (N, T, H)
+        return inputs_embeds, position_ids.to(device)  # (N, T, H), (3, N, T)
+
+    # ------------------------------------------------------------------ generation (grm/)
+    def text_decoder(self) -> nn.Module:
+        return self.model.language_model
+
+    def generation_prompt(self, batch: dict[str, Any], length: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        """The first `length` tokens of row 0 of a full batch: (text decoder, embeddings (1, length, H)
+        with the group's image tokens, M-RoPE positions (3, 1, length)). Generated tokens continue
+        at the largest position + 1, as transformers' get_rope_index places text after an image."""
+        embeds, positions = self._full_inputs(batch)
+        return self.model.language_model, embeds[:1, :length], positions[:, :1, :length]
 
     def rope_positions(
         self,

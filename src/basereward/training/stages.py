@@ -74,11 +74,16 @@ def _mixed_precision(setting: str) -> str:
 
 def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool) -> Run:
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     from ..data.built import pair_lengths
 
     tc = cfg.train
-    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision))
+    # A micro-batch may leave trainable parameters out of the graph (mini-vl's projector, or an
+    # unfrozen Qwen vision tower, on a text-only micro-batch): DDP must then find them, or the
+    # processes' gradient all-reduces no longer match and the run dies (seen with 2 processes).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision), kwargs_handlers=[ddp])
     world = accelerator.num_processes
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
