@@ -76,7 +76,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         pairs = shuffle_images(pairs, seed=args.seed)
     # Under a launcher with several processes each scores a shard; rank 0 writes (scoring/shard.py).
     procs = current_processes()
-    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main)
+    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main,
+                         token_budget=args.token_budget)
     scores = [(s[0], s[1]) for s in score_sharded(scorer, [p.to_group() for p in pairs], procs)]
     memory = largest(procs.gather(peak_memory()))
     if not procs.is_main:
@@ -105,7 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_output_file(args.output)
     root = check_image_root(args.image_root) if args.image_root else None
     procs = current_processes()  # several under a launcher: each scores a shard, rank 0 writes
-    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main)
+    scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main,
+                         token_budget=args.token_budget)
     metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit,
                             allow_nonfinite=args.allow_nonfinite, image_root=root, processes=procs)
     if not procs.is_main:
@@ -181,6 +183,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_BUDGET_HELP = "also cap each batch at this many padded tokens (sequences x the longest); 0 = count only"
 _IMAGE_ROOT_HELP = "refuse images outside this folder (../, absolute paths and symlinks out); default: anywhere"
 
 
@@ -203,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True)
     p.add_argument("--output", required=True, help="JSONL: one {id, chosen_reward, rejected_reward} per pair")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--token-budget", type=int, default=0, help=_BUDGET_HELP)
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     p.add_argument("--shuffle-images", action="store_true",
                    help="permute images between pairs (control: how much accuracy comes from the image)")
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--token-budget", type=int, default=0, help=_BUDGET_HELP)
     p.add_argument("--limit", type=int, default=0, help="only the first N items (0 = all)")
     p.add_argument("--image-root", default="", help=_IMAGE_ROOT_HELP)
     p.add_argument("--allow-nonfinite", action="store_true", help="write NaN / infinite rewards as null (counted) "

@@ -35,9 +35,11 @@ def demo_config_path() -> Path:
 
 
 def evaluate_splits(source: RewardSource, heldout: Sequence[PreferencePair], hh_val: Sequence[PreferencePair],
-                    shuffle_seed: int = 0) -> dict[str, Any]:
+                    shuffle_seed: int = 0, heldout_dist: Sequence[PreferencePair] = ()) -> dict[str, Any]:
     """Held-out accuracies of any reward source: the visual split, the same pairs with images
-    shuffled between pairs (how much of the accuracy comes from the image) and HH-RLHF."""
+    shuffled between pairs (how much of the accuracy comes from the image) and HH-RLHF; with
+    `heldout_dist`, also the held-out distribution (data/synthetic/heldout.py) under
+    "heldout_distribution" (overall, shuffled, per category: `eval.visual_split.visual_report`)."""
     from .eval.controls import shuffle_images
 
     heldout_scores = score_pairs(source, heldout)
@@ -53,18 +55,25 @@ def evaluate_splits(source: RewardSource, heldout: Sequence[PreferencePair], hh_
         "HH-RLHF harmless validation": accuracy(hh_val),
     }
     by_category = accuracy_by_key(chosen, rejected, [p.category for p in heldout])
-    return {
+    out = {
         "accuracy": rows,
         "image_effect_points": 100 * (rows["visual held-out (seed 2)"] - rows["visual held-out, images shuffled"]),
         "per_category": {k: v["accuracy"] for k, v in by_category.items()},
     }
+    if heldout_dist:
+        from .eval.visual_split import visual_report
+
+        out["heldout_distribution"] = visual_report(source, heldout_dist, shuffle_seed)
+    return out
 
 
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
-             n_train: int = 0, n_heldout: int = 0) -> dict:
+             n_train: int = 0, n_heldout: int = 0, variety: Any = None) -> dict:
+    """`variety`: a `data.synthetic.Variety` for the training and validation pairs (None: the default)."""
     from .data.pairs import load_pairs
     from .data.sources.hh_rlhf import write_hh_split
     from .data.synthetic import generate
+    from .data.synthetic.heldout import generate_heldout
     from .scoring import Scorer
     from .training.loop import train
 
@@ -75,9 +84,11 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     n_val = 32 if quick else 200
     n_heldout = n_heldout or (32 if quick else 400)
     print(f"[demo] 1/4 data -> {data_dir}", flush=True)
-    generate(data_dir / "synth-train", n_pairs=n_train, seed=SYNTH_TRAIN)
-    generate(data_dir / "synth-val", n_pairs=n_val, seed=SYNTH_VAL)
+    generate(data_dir / "synth-train", n_pairs=n_train, seed=SYNTH_TRAIN, variety=variety)
+    generate(data_dir / "synth-val", n_pairs=n_val, seed=SYNTH_VAL, variety=variety)
     heldout = generate(data_dir / "synth-heldout", n_pairs=n_heldout, seed=SYNTH_HELDOUT)
+    # Another distribution: unseen wording, padded answers, new layouts and colour/shape combinations.
+    heldout_dist = generate_heldout(data_dir / "synth-heldout-dist", n_pairs=n_heldout, seed=SYNTH_HELDOUT)
     hh_train_path, hh_val_path = write_hh_split(data_dir / "hh-rlhf", seed=0)
 
     base = [
@@ -109,10 +120,10 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
 
     # The shuffled split reuses the held-out images: encode them once for both (a no-op on a
     # backbone without an image-feature cache).
-    scorer.model.backbone.cache_image_features([img for p in heldout for img in p.images], progress=True,
-                                               desc="held-out: encode images")
+    scorer.model.backbone.cache_image_features([img for p in (*heldout, *heldout_dist) for img in p.images],
+                                               progress=True, desc="held-out: encode images")
     results = {
-        **evaluate_splits(scorer, heldout, hh_val),
+        **evaluate_splits(scorer, heldout, hh_val, heldout_dist=heldout_dist),
         "train": result,
         "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val)},
         "truncation": truncation_summary(scorer),
@@ -130,6 +141,11 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"{'image effect (points)':<{width}}  {results['image_effect_points']:7.1f}")
     for k, v in results["per_category"].items():
         print(f"  {k:<{width - 2}}  {100 * v:7.1f}%")
+    dist = results["heldout_distribution"]
+    print(f"held-out distribution ({dist['pairs']} pairs: unseen wording, padding, layouts, combinations)")
+    print(f"{'  accuracy / images shuffled':<{width}}  {100 * dist['accuracy']:7.1f}%  / {100 * dist['shuffled']:.1f}%")
+    for k, v in dist["per_category"].items():
+        print(f"  {k:<{width - 2}}  {100 * v:7.1f}%  / {100 * dist['per_category_shuffled'][k]:.1f}%")
     print("\n".join(truncation_lines(scorer)))
     print(f"model saved to {model_dir}; results in {out / 'results.json'}; {results['minutes']} min")
     return results

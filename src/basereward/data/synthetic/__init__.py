@@ -15,6 +15,10 @@ a colour word, "yes" - is therefore as likely in `rejected` as in `chosen` acros
 Modules: `generator` (categories, `make_example`, `generate`: the files), `render` (scenes,
 charts, photos), `base` (what the task builders share), `shape_tasks`, `chart_task`,
 `photo_task` (one builder per category), `captions` (grounded regions of each image).
+Transfer: `heldout` (the held-out distribution: its own wording, padding, layouts and colour/shape
+combinations), `variety` (the training generator's options: paraphrases, padding, layouts, held-out
+combinations left out), `rephrase` (wording from facts with any bank), `paraphrases` (the training
+bank), `layouts` (re-rendering facts in another style), `combos` (the held-out combinations).
 """
 
 from basereward.data.synthetic.base import Example
@@ -27,7 +31,9 @@ from basereward.data.synthetic.generator import (
     generate,
     make_example,
 )
+from basereward.data.synthetic.heldout import generate_heldout, make_heldout_example
 from basereward.data.synthetic.render import COLOUR_NAMES, COLOURS, PLURAL, SHAPES
+from basereward.data.synthetic.variety import Variety
 
 __all__ = [
     "CATEGORIES",
@@ -38,8 +44,11 @@ __all__ = [
     "SHAPES",
     "SOURCE",
     "Example",
+    "Variety",
     "assign_categories",
     "example_regions",
     "generate",
+    "generate_heldout",
     "make_example",
+    "make_heldout_example",
 ]

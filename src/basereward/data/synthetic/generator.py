@@ -28,6 +28,7 @@ from basereward.data.synthetic.shape_tasks import (
     build_object,
     build_spatial,
 )
+from basereward.data.synthetic.variety import Variety, varied_draft
 
 SOURCE = "synthetic"
 
@@ -59,8 +60,16 @@ _TASKS: dict[str, tuple[Callable[[np.random.Generator, int], Draft], str]] = {
 assert set(_TASKS) == set(CATEGORIES)
 
 # Separate random streams per purpose (seed, stream[, index]) so none shares draws with another.
-# Stream 2 was the image-shuffling control, now in eval/controls.py.
-_STREAM_PAIRS, _STREAM_CATEGORIES = 0, 1
+# Stream 2 was the image-shuffling control, now in eval/controls.py; 3 is `Variety`'s wording,
+# padding and layout; 10-12 are the held-out distribution's (heldout.py).
+_STREAM_PAIRS, _STREAM_CATEGORIES, _STREAM_VARIETY = 0, 1, 3
+
+
+def task_builder(category: str) -> Callable[[np.random.Generator, int], Draft]:
+    """The builder that draws and renders a pair of `category` from (rng, image size)."""
+    if category not in _TASKS:
+        raise ValueError(f"unknown category {category!r}; choose from {list(CATEGORIES)}")
+    return _TASKS[category][0]
 
 
 def check_seed(seed: int) -> None:
@@ -85,16 +94,22 @@ def assign_categories(n_pairs: int, seed: int, categories: Sequence[str] | None 
     return [cats[i] for i in rng.permutation(len(cats))]
 
 
-def make_example(seed: int, index: int, category: str, image_size: int = 224) -> Example:
-    """Build pair `index` of the set generated with `seed` (its category as `assign_categories` gave)."""
-    if category not in _TASKS:
-        raise ValueError(f"unknown category {category!r}; choose from {list(CATEGORIES)}")
-    build, image_format = _TASKS[category]
-    draft = build(np.random.default_rng([seed, _STREAM_PAIRS, index]), image_size)
+def make_example(seed: int, index: int, category: str, image_size: int = 224,
+                 variety: Variety | None = None) -> Example:
+    """Build pair `index` of the set generated with `seed` (its category as `assign_categories` gave).
+
+    `variety` turns on the training-side options (paraphrases, padding, layouts, held-out
+    combinations left out; see variety.py); None or `Variety()` is the default generator.
+    """
+    build, image_format = task_builder(category), _TASKS[category][1]
+    if variety is None or variety.is_default:
+        draft = build(np.random.default_rng([seed, _STREAM_PAIRS, index]), image_size)
+    else:
+        draft = varied_draft(build, category, seed, index, image_size, variety, _STREAM_PAIRS, _STREAM_VARIETY)
     return Example(draft.prompt, draft.chosen, draft.rejected, category, draft.image, image_format, draft.meta)
 
 
-def _save_image(ex: Example, stem: str) -> str:
+def save_image(ex: Example, stem: str) -> str:
     """Write the example's image as `stem`.png or `stem`.jpg; returns the absolute path."""
     if ex.image_format == "jpeg":
         path = os.path.abspath(stem + ".jpg")
@@ -112,6 +127,7 @@ def generate(
     categories: Sequence[str] | None = None,
     image_size: int = 224,
     progress: bool = True,
+    variety: Variety | None = None,
 ) -> list[PreferencePair]:
     """Render `n_pairs` pairs into `out_dir/images/`, write `out_dir/pairs.jsonl`, return the pairs.
 
@@ -131,9 +147,9 @@ def generate(
     pairs, grounded = [], []
     bar = tqdm(cats, desc="synthetic pairs", file=sys.stderr, disable=not progress)
     for index, category in enumerate(bar):
-        ex = make_example(seed, index, category, image_size)
+        ex = make_example(seed, index, category, image_size, variety)
         pair_id = f"synth-s{seed}-{index:06d}"
-        path = _save_image(ex, os.path.join(image_dir, pair_id))
+        path = save_image(ex, os.path.join(image_dir, pair_id))
         pairs.append(
             PreferencePair(
                 id=pair_id,
@@ -145,7 +161,8 @@ def generate(
                 category=category,
             )
         )
-        grounded.append(GroundedImage(path, example_regions(ex, image_size)))
+        # A varied layout draws its own canvas size.
+        grounded.append(GroundedImage(path, example_regions(ex, ex.image.size[0])))
     save_pairs(pairs, os.path.join(out_dir, "pairs.jsonl"))
     save_regions(grounded, os.path.join(out_dir, "regions.jsonl"))
     return pairs

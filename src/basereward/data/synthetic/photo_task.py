@@ -17,7 +17,7 @@ from basereward.data.synthetic.render import load_photo
 
 # name -> (subject, detail). Written to stay true under the crops (>= 65% of the short side) and
 # horizontal flips applied below; of similar length so a wrong caption is not shorter or longer.
-_PHOTOS: dict[str, tuple[str, str]] = {
+PHOTO_FACTS: dict[str, tuple[str, str]] = {
     "astronaut": ("an astronaut in an orange spacesuit", "posing for an official portrait"),
     "coffee": ("a cup of coffee on a red saucer", "with a small spoon beside the cup"),
     "chelsea": ("a close-up of a tabby cat's face", "staring straight at the camera"),
@@ -49,12 +49,12 @@ PHOTO_LABELS: dict[str, str] = {
     "colorwheel": "colour wheel",
 }
 _NO_FLIP = {"text", "page"}  # mirrored writing would not be "a page of text" any more
-_PHOTO_NAMES = tuple(_PHOTOS)
+_PHOTO_NAMES = tuple(PHOTO_FACTS)
 _PHOTO_LEN_TOL = 10  # max caption length difference within a pair, in characters
 
 
 def _caption_fields(name: str) -> dict[str, str]:
-    subject, detail = _PHOTOS[name]
+    subject, detail = PHOTO_FACTS[name]
     return {"subject": subject, "Subject": cap(subject), "detail": detail}
 
 

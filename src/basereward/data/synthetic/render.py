@@ -44,7 +44,7 @@ _TEXTURES = ("plain", "shaded", "striped", "checkered", "mottled")
 # Shape scenes
 
 
-def _shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
+def shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
     """Vertices of a shape with bounding radius ~r; `rot` (radians) only applies to the n-gons/star."""
 
     def ring(k: int, radius: float, start: float) -> list[tuple[float, float]]:
@@ -160,7 +160,7 @@ def render_scene(
         if shape == "circle":
             draw.ellipse([2 * (cx - r), 2 * (cy - r), 2 * (cx + r), 2 * (cy + r)], fill=rgb)
         else:
-            draw.polygon([(2 * x, 2 * y) for x, y in _shape_polygon(shape, cx, cy, r, rot)], fill=rgb)
+            draw.polygon([(2 * x, 2 * y) for x, y in shape_polygon(shape, cx, cy, r, rot)], fill=rgb)
         recs.append({"shape": shape, "colour": colour, "rgb": list(rgb), "center": [cx, cy], "radius": r})
     return big.reduce(2), {"texture": texture, "objects": recs}
 
@@ -181,7 +181,7 @@ def distinct_objects(
 
 
 @lru_cache(maxsize=8)
-def _label_font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=px)
 
 
@@ -194,7 +194,7 @@ def render_chart(
     draw = ImageDraw.Draw(img)
     left, right, top, bottom = int(0.15 * size), int(0.96 * size), int(0.06 * size), int(0.92 * size)
     unit = (bottom - top) / 100.0
-    font = _label_font(max(8, int(0.05 * size)))
+    font = label_font(max(8, int(0.05 * size)))
     for v in range(0, 101, 10):
         y = round(bottom - v * unit)
         draw.line([(left, y), (right, y)], fill=(205, 205, 205), width=1)
