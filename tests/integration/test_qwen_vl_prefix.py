@@ -37,7 +37,7 @@ from basereward.errors import ConfigError
 from basereward.losses import bradley_terry
 from basereward.models.qwen_vl import Qwen25VLBackbone
 from basereward.models.reward_model import RewardModel
-from basereward.scoring.scorer import Scorer, _pack
+from basereward.scoring.scorer import Scorer, pack_batches
 
 ARCHS = ["qwen2.5-vl", "qwen2-vl"]
 TOL = 1e-4
@@ -193,7 +193,7 @@ def test_scorer_groups_of_different_sizes(dirs):
                                                             for r in g.responses]) for x in row]
     order = list(range(len(gs)))
     # A token budget changes which groups share a batch, never a reward.
-    assert len(list(_pack(order, gs, 16, token_budget=1000))) > len(list(_pack(order, gs, 16)))
+    assert len(list(pack_batches(order, gs, 16, token_budget=1000))) > len(list(pack_batches(order, gs, 16)))
     for bs, budget in ((3, 0), (16, 0), (16, 1000)):
         scorer = Scorer(m, batch_size=bs, device="cpu", token_budget=budget)
         got = [x for row in scorer.score_groups(gs) for x in row]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from basereward.data.schema import Group
-from basereward.scoring.scorer import _pack, length_estimate, token_estimate
+from basereward.scoring.scorer import pack_batches, length_estimate, token_estimate
 
 
 def _groups(seed: int = 0) -> list[Group]:
@@ -25,7 +25,7 @@ def test_budget_is_respected_and_nothing_lost():
     gs = _groups()
     order = sorted(range(len(gs)), key=lambda i: -length_estimate(gs[i]))
     for batch_size, budget in ((8, 0), (8, 1500), (64, 1500), (64, 4000), (16, 300)):
-        batches = list(_pack(order, gs, batch_size, budget))
+        batches = list(pack_batches(order, gs, batch_size, budget))
         assert [i for b in batches for i in b] == order  # every group once, in the sorted order
         for b in batches:
             n = sum(len(gs[i].responses) for i in b)
@@ -43,6 +43,6 @@ def test_budget_packs_more_short_sequences_than_long():
     long_g = [Group("q" * 4000, ("a",) * 2) for _ in range(4)]  # ~1000 tokens per sequence
     short_g = [Group("q" * 40, ("a",) * 2) for _ in range(16)]  # ~11 tokens per sequence
     gs = long_g + short_g
-    batches = list(_pack(list(range(len(gs))), gs, 32, token_budget=2100))
+    batches = list(pack_batches(list(range(len(gs))), gs, 32, token_budget=2100))
     assert [len(b) for b in batches] == [1, 1, 1, 1, 16]
-    assert list(_pack(list(range(len(gs))), gs, 32)) == [list(range(16)), list(range(16, 20))]  # count only
+    assert list(pack_batches(list(range(len(gs))), gs, 32)) == [list(range(16)), list(range(16, 20))]  # count only

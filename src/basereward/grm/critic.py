@@ -127,10 +127,10 @@ def add_critiques(critic: Any, pairs: Sequence[PreferencePair], max_new_tokens: 
                   progress: bool = False) -> list[PreferencePair]:
     """The pairs with chosen and rejected each carrying its critique (`with_critique`); ids, images,
     source and category unchanged. `critic`: a RewardModel, a backbone, or a `Critic`."""
-    from ..scoring.scorer import _progress
+    from ..scoring.scorer import progress_bar
 
     c = critic if isinstance(critic, Critic) else Critic(critic, max_new_tokens)
-    bar = _progress(len(pairs), progress, "critiquing")
+    bar = progress_bar(len(pairs), progress, "critiquing")
     out = []
     for pair in pairs:
         g = c.critiqued(pair.to_group())

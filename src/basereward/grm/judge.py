@@ -31,7 +31,8 @@ import torch
 from ..data.schema import Group
 from ..models.generation import answer_log_odds, sample
 from ..scoring.interface import ScoringMixin
-from ..scoring.scorer import _pack, _progress
+from ..scoring.scorer import pack_batches, progress_bar
+from ..scoring.truncation import count_batch
 from .parse import parse_verdict
 from .prompts import grm_prompt, longcot_prompt
 from .voting import vote
@@ -161,9 +162,9 @@ class GenerativeJudge(ScoringMixin):
         judged = [judge_group("grm", g, g.responses[a], g.responses[b], judge_target("grm", 1)) for g, a, b in jobs]
         out = [0.0] * len(judged)
         order = sorted(range(len(judged)), key=lambda i: -len(judged[i].prompt))
-        bar = _progress(len(judged), self.progress, "judging")
+        bar = progress_bar(len(judged), self.progress, "judging")
         with torch.inference_mode():
-            for idx in _pack(order, judged, self.batch_size):
+            for idx in pack_batches(order, judged, self.batch_size):
                 batch = backbone.collate([judged[i] for i in idx])
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 self._count_truncation(batch, len(idx))
@@ -179,7 +180,7 @@ class GenerativeJudge(ScoringMixin):
     # ------------------------------------------------------------------ longcot: sample and vote
     def _votes(self, jobs: list[tuple[Group, int, int]]) -> list[float]:
         out = []
-        bar = _progress(len(jobs), self.progress, "judging")
+        bar = progress_bar(len(jobs), self.progress, "judging")
         for j, (g, a, b) in enumerate(jobs):
             judged = judge_group("longcot-grm", g, g.responses[a], g.responses[b], LEAD["longcot-grm"])
             out.append(self.judge_one(judged, seed=self.seed * 1_000_003 + j))
@@ -215,11 +216,7 @@ class GenerativeJudge(ScoringMixin):
         return margin if choice is not None else 0.0
 
     def _count_truncation(self, batch: dict, n: int) -> None:
-        self.truncated["sequences"] += n
-        for key in ("prompt", "response"):
-            flags = batch.get(f"truncated_{key}")
-            if flags is not None:
-                self.truncated[key] += int(flags.sum())
+        count_batch(self.truncated, batch, n)
 
 
 def _second_first(first: str, second: str) -> bool:

@@ -16,6 +16,7 @@ import torch
 from ..data.schema import Group
 from ..models.reward_model import RewardModel
 from .interface import ScoringMixin
+from .truncation import count_batch
 
 
 def default_device() -> torch.device:
@@ -54,9 +55,9 @@ class Scorer(ScoringMixin):
         """scores[i][k] = reward of groups[i].responses[k]."""
         out: list[list[float] | None] = [None] * len(groups)
         order = sorted(range(len(groups)), key=lambda i: -length_estimate(groups[i]))
-        bar = _progress(len(groups), self.progress, "scoring")
+        bar = progress_bar(len(groups), self.progress, "scoring")
         with torch.inference_mode(), self._autocast():
-            for idx in _pack(order, groups, self.batch_size, self.token_budget):
+            for idx in pack_batches(order, groups, self.batch_size, self.token_budget):
                 batch = self.model.collate([groups[i] for i in idx])
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 rewards = self.model(batch).float().cpu().tolist()
@@ -73,11 +74,7 @@ class Scorer(ScoringMixin):
         return out  # type: ignore[return-value]
 
     def _count_truncation(self, batch: dict, n: int) -> None:
-        self.truncated["sequences"] += n
-        for key in ("prompt", "response"):
-            flags = batch.get(f"truncated_{key}")
-            if flags is not None:
-                self.truncated[key] += int(flags.sum())
+        count_batch(self.truncated, batch, n)
 
     def _autocast(self):
         dtype = next(self.model.backbone.parameters()).dtype
@@ -100,7 +97,7 @@ def token_estimate(group: Group) -> int:
     return length_estimate(group) // 4 + 1
 
 
-def _pack(order: list[int], groups: Sequence[Group], batch_size: int, token_budget: int = 0) -> Iterator[list[int]]:
+def pack_batches(order: list[int], groups: Sequence[Group], batch_size: int, token_budget: int = 0) -> Iterator[list[int]]:
     """Consecutive runs of `order` holding at most batch_size sequences and, with a token budget,
     at most token_budget padded tokens (sequences x longest `token_estimate`); a group stays whole."""
     cur: list[int] = []
@@ -118,7 +115,7 @@ def _pack(order: list[int], groups: Sequence[Group], batch_size: int, token_budg
         yield cur
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str):
     if not enabled or total == 0:
         return None
     from tqdm.auto import tqdm

@@ -10,6 +10,16 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 
+def count_batch(counts: dict[str, int], batch: dict[str, Any], n: int) -> None:
+    """Add a scored batch of `n` sequences to `counts` ({"sequences", "prompt", "response"}), from
+    the collator's `truncated_prompt` / `truncated_response` flags."""
+    counts["sequences"] += n
+    for key in ("prompt", "response"):
+        flags = batch.get(f"truncated_{key}")
+        if flags is not None:
+            counts[key] += int(flags.sum())
+
+
 def scorers_of(source: Any) -> Iterator[Any]:
     """Every object with truncation counts inside `source` (itself, ensemble members, routes)."""
     if hasattr(source, "truncated"):

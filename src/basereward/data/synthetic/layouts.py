@@ -26,6 +26,7 @@ from basereward.data.synthetic.render import (
     COLOURS,
     label_font,
     load_photo,
+    place_centres,
     shape_polygon,
 )
 
@@ -115,31 +116,12 @@ def _place(rng: np.random.Generator, radii: list[float], size: int, cluster: boo
            pair_ok: Callable[[Any, Any], bool] | None) -> list[tuple[float, float]] | None:
     """Non-overlapping centres (a clear gap between objects), inside a random sub-square when
     `cluster`; None when they do not fit."""
-    lo, hi = 0.0, float(size)
+    region = None
     if cluster:
         side = 0.7 * size
         ox, oy = rng.uniform(0, size - side, size=2)
-    bounds = [1.15 * r for r in radii]
-    for _ in range(100):
-        centres: list[tuple[float, float]] = []
-        for i, b in enumerate(bounds):
-            for _ in range(100):
-                if cluster:
-                    c = (float(rng.uniform(max(ox, lo) + b + 2, min(ox + side, hi) - b - 2)),
-                         float(rng.uniform(max(oy, lo) + b + 2, min(oy + side, hi) - b - 2)))
-                else:
-                    c = (float(rng.uniform(b + 2, size - b - 2)), float(rng.uniform(b + 2, size - b - 2)))
-                if any(math.dist(c, o) < b + bounds[j] + 0.05 * size for j, o in enumerate(centres)):
-                    continue
-                if i == 1 and pair_ok is not None and not pair_ok(centres[0], c):
-                    continue
-                centres.append(c)
-                break
-            else:
-                break
-        if len(centres) == len(radii):
-            return centres
-    return None
+        region = (float(ox), float(oy), side)
+    return place_centres(rng, radii, size, pair_ok, gap_frac=0.05, tries=100, region=region)
 
 
 def _spatial_ok(meta: Mapping[str, Any], size: int) -> Callable[[Any, Any], bool] | None:

@@ -113,13 +113,26 @@ def _place(
 
     `first_pair_ok(c0, c1)` constrains the first two objects (e.g. one clearly left of the other).
     """
-    gap = 0.06 * size
+    centres = place_centres(rng, radii, size, first_pair_ok)
+    if centres is None:
+        raise RuntimeError("could not place objects; too many or too large for the image")
+    return centres
+
+
+def place_centres(rng: np.random.Generator, radii: Sequence[float], size: int, first_pair_ok: Any = None, *,
+                  gap_frac: float = 0.06, tries: int = 200,
+                  region: tuple[float, float, float] | None = None) -> list[tuple[float, float]] | None:
+    """Centres at least `gap_frac * size` apart (beyond the objects' reach) inside the square
+    `region` = (x, y, side) (default the whole image), drawn at random with up to `tries` attempts
+    per object and per layout; None when they do not fit."""
+    gap = gap_frac * size
+    x0, y0, side = region if region is not None else (0.0, 0.0, float(size))
     bound = [1.15 * r for r in radii]  # the star/triangle tips reach ~1.1 r
-    for _ in range(200):
+    for _ in range(tries):
         centres: list[tuple[float, float]] = []
         for i, b in enumerate(bound):
-            for _ in range(200):
-                c = (float(rng.uniform(b + 2, size - b - 2)), float(rng.uniform(b + 2, size - b - 2)))
+            for _ in range(tries):
+                c = (float(rng.uniform(x0 + b + 2, x0 + side - b - 2)), float(rng.uniform(y0 + b + 2, y0 + side - b - 2)))
                 if any(math.dist(c, o) < b + bound[j] + gap for j, o in enumerate(centres)):
                     continue
                 if i == 1 and first_pair_ok is not None and not first_pair_ok(centres[0], c):
@@ -130,7 +143,7 @@ def _place(
                 break
         if len(centres) == len(radii):
             return centres
-    raise RuntimeError("could not place objects; too many or too large for the image")
+    return None
 
 
 def _radii(rng: np.random.Generator, n: int, size: int) -> list[float]:
