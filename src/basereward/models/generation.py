@@ -20,6 +20,7 @@ and positions of row 0's first `length` tokens) and `text_decoder()`.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ def _odds_from(t: TargetLogProbs, answer_ids: tuple[int, int]) -> tuple[torch.Te
     return odds, both
 
 
+@functools.lru_cache(maxsize=8)
 def answer_token_ids(tokenizer: Any) -> tuple[int, int]:
     """The token ids of the verdicts "1" and "2" as they appear in `<answer>k</answer>`: the first
     token where the two tokenisations differ (so a tokenizer that merges digits with a neighbour is
