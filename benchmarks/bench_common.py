@@ -48,8 +48,7 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(name: str, data: dict[str, Any], table: str) -> Path:
-    """benchmarks/results/<name>/results.json and table.txt (no plotting library is installed here;
-    a plot.png is added when matplotlib is importable and `plot` data is given)."""
+    """benchmarks/results/<name>/results.json and table.txt (plots: `try_plot` into the same folder)."""
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -57,24 +56,44 @@ def write_results(name: str, data: dict[str, Any], table: str) -> Path:
     return out
 
 
-def try_plot(out: Path, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
-             title: str) -> bool:
-    """A line plot to out/plot.png when matplotlib is installed; False when it is not."""
+def try_plot(out: Path, series: dict[str, tuple[list[Any], list[float]]], xlabel: str, ylabel: str,
+             title: str, *, file: str = "plot.png", bars: bool = False, log: str = "") -> Path | None:
+    """One figure to out/`file`: a line per series (x, y), or grouped bars over the categories x
+    (`bars`); `log` holds the axes to draw on a log scale ("x", "y", "xy"). None when matplotlib is
+    not installed (the JSON and table are the record; the plot is a view of them)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (x, y) in series.items():
-        ax.plot(x, y, marker="o", label=label)
-    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title), ax.legend()
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    if bars:
+        cats = list(dict.fromkeys(c for x, _ in series.values() for c in x))
+        width = 0.8 / max(1, len(series))
+        for i, (label, (x, y)) in enumerate(series.items()):
+            pos = [cats.index(c) + (i - (len(series) - 1) / 2) * width for c in x]
+            ax.bar(pos, y, width=width, label=label)
+        ax.set_xticks(range(len(cats)), cats)
+    else:
+        for label, (x, y) in series.items():
+            ax.plot(x, y, marker="o", label=label)
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "plot.png", dpi=120)
+    path = out / file
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
+    return path
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

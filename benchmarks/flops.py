@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import best_time, machine, reward_model, words, write_results
+from bench_common import best_time, machine, reward_model, try_plot, words, write_results
 
 
 def matmul_peak(n: int, repeats: int) -> float:
@@ -83,6 +83,8 @@ def main() -> None:
     out = write_results(args.out, {"benchmark": "P5 FLOP/s", "machine": machine(), "summary": summary, "paths": rows,
                                    "model": "SmolLM2-135M-Instruct (embedded), causal-lm backbone, float32, sdpa"},
                         "\n".join(lines))
+    try_plot(out, {"achieved": (list(rows), [100 * r["fraction_of_peak"] for r in rows.values()])},
+             "scoring path", "% of the measured matmul peak", f"P5: FLOP/s at batch {args.batch}", bars=True)
     print(f"wrote {out}/results.json and table.txt")
     print(json.dumps(summary))
 

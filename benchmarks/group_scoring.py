@@ -37,6 +37,7 @@ from bench_common import (
     noise_image,
     reward_model,
     scaled_qwen25vl_dir,
+    try_plot,
     words,
     write_results,
 )
@@ -78,8 +79,8 @@ def measure(shared, full, groups, repeats: int, batch_size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one small case per backbone (smoke test)")
-    ap.add_argument("--prompts", type=int, default=1, help="prompts (groups) per case")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per way (the fastest counts)")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts (groups) per case")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per way (the fastest counts)")
     ap.add_argument("--backbones", default="qwen2.5-vl,mini-vl")
     ap.add_argument("--out", default="group-scoring", help="results folder (under benchmarks/results/ unless absolute)")
     args = ap.parse_args()
@@ -134,6 +135,13 @@ def main() -> None:
             "models": {"qwen2.5-vl": "bench_common.QWEN_TEXT / QWEN_VISION, random weights, 448px image = 256 tokens",
                        "mini-vl": "embedded SmolLM2-135M (first 4 layers) + EfficientNet-lite0, 3x3 image grid"}}
     out = write_results(args.out, data, "\n".join(lines))
+    series = {}
+    for c in cases:
+        x, y = series.setdefault(f"{c['backbone']}, {c['shape']}", ([], []))
+        x.append(c["group_size"])
+        y.append(c["speedup"]["prefix once"])
+    try_plot(out, series, "rollouts per prompt (group size)", "speed-up vs per-sample scoring",
+             "P1: prefix-once group scoring")
     print(f"wrote {out}/results.json and table.txt (speed-up = per-sample / prefix-once; img-once = per-sample / image-once)")
     print(json.dumps(summary))
 

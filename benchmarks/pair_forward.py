@@ -31,6 +31,7 @@ from bench_common import (
     noise_image,
     reward_model,
     scaled_qwen25vl_dir,
+    try_plot,
     words,
     write_results,
 )
@@ -67,8 +68,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pairs", type=int, default=4, help="pairs per micro-batch")
-    ap.add_argument("--batches", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backbones", default="qwen2.5-vl,mini-vl")
     ap.add_argument("--out", default="pair-forward", help="results folder (under benchmarks/results/ unless absolute)")
     args = ap.parse_args()
@@ -114,6 +115,8 @@ def main() -> None:
                "max_abs_loss_diff": max(v["max_abs_loss_diff"] for v in rows.values()), "quick": args.quick}
     out = write_results(args.out, {"benchmark": "P2 pair forward", "machine": machine(), "summary": summary,
                                    "backbones": rows}, "\n".join(lines))
+    try_plot(out, {name: (list(WAYS), [r["seconds_per_step"][w] for w in WAYS]) for name, r in rows.items()},
+             "way", "seconds per training step", "P2: pair forward + backward", bars=True)
     print(f"wrote {out}/results.json and table.txt (speed-up = separate / prefix-once, training step)")
     print(json.dumps(summary))
 

@@ -32,6 +32,7 @@ from bench_common import (
     noise_image,
     reward_model,
     scaled_qwen25vl_dir,
+    try_plot,
     words,
     write_results,
 )
@@ -114,6 +115,14 @@ def main() -> None:
     out = write_results(args.out, {"benchmark": "scaling", "machine": machine(), "summary": summary, "curves": curves,
                                    "model": "scaled-down Qwen2.5-VL (bench_common), 224px image, prefix shared, "
                                             "batch 16 sequences"}, "\n".join(lines))
+    try_plot(out, {"seconds": ([r["pairs"] for r in curves["pairs"]], [r["seconds"] for r in curves["pairs"]])},
+             "pairs scored", "seconds", "scoring time vs number of pairs", file="pairs.png", log="xy")
+    try_plot(out, {"seconds": ([r["tokens_per_sequence"] for r in curves["length"]],
+                               [r["seconds"] for r in curves["length"]]),
+                   "peak MB / 100": ([r["tokens_per_sequence"] for r in curves["length"]],
+                                     [r["peak_memory_mb"] / 100 for r in curves["length"]])},
+             "tokens per sequence", "seconds (peak MB / 100)", f"scaling vs length ({fixed_pairs} pairs)",
+             file="length.png", log="xy")
     print(f"wrote {out}/results.json and table.txt")
     print(json.dumps(summary))
 
