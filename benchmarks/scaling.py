@@ -117,10 +117,9 @@ def main() -> None:
                                             "batch 16 sequences"}, "\n".join(lines))
     try_plot(out, {"seconds": ([r["pairs"] for r in curves["pairs"]], [r["seconds"] for r in curves["pairs"]])},
              "pairs scored", "seconds", "scoring time vs number of pairs", file="pairs.png", log="xy")
-    try_plot(out, {"seconds": ([r["tokens_per_sequence"] for r in curves["length"]],
-                               [r["seconds"] for r in curves["length"]]),
-                   "peak MB / 100": ([r["tokens_per_sequence"] for r in curves["length"]],
-                                     [r["peak_memory_mb"] / 100 for r in curves["length"]])},
+    tokens = [r["tokens_per_sequence"] for r in curves["length"]]
+    try_plot(out, {"seconds": (tokens, [r["seconds"] for r in curves["length"]]),
+                   "peak MB / 100": (tokens, [r["peak_memory_mb"] / 100 for r in curves["length"]])},
              "tokens per sequence", "seconds (peak MB / 100)", f"scaling vs length ({fixed_pairs} pairs)",
              file="length.png", log="xy")
     print(f"wrote {out}/results.json and table.txt")
