@@ -178,7 +178,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.varied_data:
         from .data.synthetic import Variety
 
-        variety = Variety(paraphrase=True, pad=0.3, layout=True, exclude_heldout_combos=True)
+        variety = Variety(paraphrase=True, pad=0.5, layout=True, exclude_heldout_combos=True)
     run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety)
     return 0
 

@@ -183,6 +183,40 @@ def test_heldout_pictures_differ_from_training_and_answers_stay_true(heldout):
                 assert np.abs(col - S.COLOURS[b["colour"]]).max() == 0
 
 
+def test_training_wording_varies_relations_polarity_and_lead_ins():
+    from basereward.data.synthetic.paraphrases import TRAIN_LEADS, TRAIN_RELATIONS
+
+    cats = S.assign_categories(600, 4, ["reasoning/spatial", "hallucination/existence", "hallucination/color"])
+    examples = [S.make_example(4, i, c, variety=S.Variety(paraphrase=True)) for i, c in enumerate(cats)]
+    spatial = [ex for ex in examples if ex.category == "reasoning/spatial"]
+    used = collections.Counter()
+    for ex in spatial:
+        # One wording style for both answers: the true relation's k-th phrase in the chosen answer,
+        # the fake relation's k-th phrase in the rejected one, nothing else differs.
+        k = next(k for k in range(5) if TRAIN_RELATIONS[ex.meta["true"]][k] in ex.chosen
+                 and ex.chosen.replace(TRAIN_RELATIONS[ex.meta["true"]][k], TRAIN_RELATIONS[ex.meta["fake"]][k], 1)
+                 == ex.rejected)
+        used[k] += 1
+    assert len(used) == 5  # every wording is drawn
+    # Existence answers are not all "Yes"/"No" first: polarity is carried by other words too.
+    firsts = collections.Counter(ex.chosen.split()[0].strip(",.:").lower() for ex in examples
+                                 if ex.category == "hallucination/existence")
+    assert firsts["yes"] + firsts["no"] < 0.7 * sum(firsts.values())
+    # A lead-in goes before both answers of about a third of the pairs, the answer's first letter
+    # lowered ("I" kept).
+    led = [ex for ex in examples if any(ex.chosen.startswith(lead) for lead in TRAIN_LEADS)]
+    assert 0.25 < len(led) / len(examples) < 0.42
+    for ex in led:
+        lead = next(lead for lead in TRAIN_LEADS if ex.chosen.startswith(lead))
+        assert ex.rejected.startswith(lead)
+        rest = ex.chosen[len(lead):]
+        assert rest[0].islower() or rest.startswith("I ") or rest[0].isdigit(), ex.chosen
+    # The default generator has none of this (its output is pinned elsewhere); one of its spatial
+    # templates happens to open like the first lead-in.
+    default = [S.make_example(4, i, c) for i, c in enumerate(cats[:100])]
+    assert not any(ex.chosen.startswith(TRAIN_LEADS[1:]) for ex in default)
+
+
 class ImageReader:
     """Needs the pair's own image: right with it ("/img/<prompt>.png"), a tie (wrong) without."""
 

@@ -47,9 +47,20 @@ EXTRA: dict[str, tuple] = {
         ("Yes, {a_q} is visible in the image.", "No, no {q} is visible in the image."),
         ("Yes. The image shows {a_q}.", "No. The image shows no {q}."),
         ("Yes, I do see {a_q}.", "No, I do not see {a_q}."),
+        # The answer's polarity in other words than yes/no, so it is read from meaning, not one token.
+        ("Certainly, the picture contains {a_q}.", "Certainly not, the picture contains no {q}."),
+        ("Absolutely, {a_q} is present.", "Absolutely not, {a_q} is absent."),
+        ("Of course: {a_q} is there.", "Not one {q} is there."),
+        ("Correct, there is {a_q} in it.", "Wrong, there is no {q} in it."),
+        ("Yep, {a_q} can be spotted.", "No {q} can be spotted."),
+        ("It does: {a_q} is shown.", "It does not: no {q} is shown."),
+        ("There is {a_q}, yes.", "There isn't any {q}."),
+        ("Definitely, {a_q} is part of the image.", "Definitely not, {a_q} is missing from the image."),
     ),
     "exist_a_others": (
         ("Yes. Along with {others}, there is {a_q}.", "No. There is {others}, but no {q}."),
+        ("Besides {others}, the picture does contain {a_q}.", "Besides {others}, the picture contains no {q}."),
+        ("Certainly: next to {others} I spot {a_q}.", "Certainly not: next to {others} I spot no {q}."),
     ),
     "spatial_q_h": (
         "Is the {A} on the left or the right of the {B}?", "Which side of the {B} is the {A} on?",
@@ -109,6 +120,24 @@ TRAIN_PAD = (
     "I hope this helps.", "Let me know if you have more questions.", "That is my reading of the picture.",
     "I looked at the image carefully.", "Happy to help with anything else.", "Thanks for the question.",
     "This answer is based on the image.", "I checked the picture before answering.",
+    "Good question.", "Let me explain what I see.", "Here is my answer.", "I took a careful look.",
+    "That should settle it.", "Ask again if anything is unclear.", "This is what the picture tells me.",
+    "I studied the whole scene.", "Thank you for asking.", "Happy to look at another picture.",
+    "My answer comes from the image alone.", "I hope that is useful.",
+)
+
+# Spatial relations in several wordings (one drawn per pair, the same for both answers).
+TRAIN_RELATIONS = {
+    "left": ("to the left of", "left of", "on the left of", "further left than", "more to the left than"),
+    "right": ("to the right of", "right of", "on the right of", "further right than", "more to the right than"),
+    "above": ("above", "over", "higher than", "further up than", "placed above"),
+    "below": ("below", "under", "lower than", "further down than", "beneath"),
+}
+
+# Lead-ins put before both answers of a pair (the same one), so the fact sits further into the text.
+TRAIN_LEADS = (
+    "Looking at the image, ", "From what I can see, ", "Based on the picture, ", "After checking the image, ",
+    "As far as I can tell, ", "In this picture, ", "Having looked closely, ", "To answer your question, ",
 )
 
 _BASE: dict[str, tuple] = {
@@ -129,7 +158,8 @@ BASE_BANK: dict[str, object] = {
 }
 TRAIN_BANK: dict[str, object] = {
     **{k: tuple(_BASE[k]) + EXTRA[k] for k in _BASE},
-    "relations": dict(phrases.RELATIONS),
+    "relations": TRAIN_RELATIONS,
     "photos": dict(PHOTO_FACTS),
     "pad": TRAIN_PAD,
+    "leads": TRAIN_LEADS,
 }

@@ -84,8 +84,13 @@ def _existence(meta: Mapping[str, Any], bank: Bank, rng: np.random.Generator) ->
 def _spatial(meta: Mapping[str, Any], bank: Bank, rng: np.random.Generator) -> Texts:
     names = {k: f"{o['colour']} {o['shape']}" for k, o in zip("AB", meta["objects"][:2])}
     rel = bank["relations"]
-    chosen, rejected = answer_pair(pick(rng, bank["spatial_a"]), {"rel": rel[meta["true"]]},
-                                   {"rel": rel[meta["fake"]]}, **names)
+    template = pick(rng, bank["spatial_a"])
+    if isinstance(rel[meta["true"]], tuple):  # several wordings: one style for both answers
+        k = int(rng.integers(len(rel[meta["true"]])))
+        true_rel, fake_rel = rel[meta["true"]][k], rel[meta["fake"]][k]
+    else:
+        true_rel, fake_rel = rel[meta["true"]], rel[meta["fake"]]
+    chosen, rejected = answer_pair(template, {"rel": true_rel}, {"rel": fake_rel}, **names)
     horizontal = meta["true"] in ("left", "right")
     return ask(rng, bank["spatial_q_h" if horizontal else "spatial_q_v"], **names), chosen, rejected
 
@@ -149,8 +154,21 @@ _BY_CATEGORY: dict[str, Callable[[Mapping[str, Any], Bank, np.random.Generator],
 
 
 def rephrase(category: str, meta: Mapping[str, Any], bank: Bank, rng: np.random.Generator) -> Texts:
-    """(prompt, chosen, rejected) for the facts in `meta`, worded from `bank`."""
-    return _BY_CATEGORY[category](meta, bank, rng)
+    """(prompt, chosen, rejected) for the facts in `meta`, worded from `bank`.
+
+    A bank with "leads" puts one of them before both answers of a third of its pairs."""
+    prompt, chosen, rejected = _BY_CATEGORY[category](meta, bank, rng)
+    leads = bank.get("leads")
+    if leads and rng.random() < 1 / 3:
+        lead = pick(rng, leads)
+        chosen, rejected = (lead + _lower_first(t) for t in (chosen, rejected))
+    return prompt, chosen, rejected
+
+
+def _lower_first(text: str) -> str:
+    first = text.split(" ", 1)[0]
+    # "I" and a capitalised name inside the sentence keep their case; a sentence start does not.
+    return text if first in ("I", "I'm") or first.isupper() else text[0].lower() + text[1:]
 
 
 def pad_pair(chosen: str, rejected: str, bank: Bank, rng: np.random.Generator,
