@@ -189,7 +189,9 @@ def test_gradient_checkpointing_matches(dirs):
     grads = last_token_grads((plain, ckpt), batch)
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[0]:
-        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5), n
+        # Recomputation reorders float32 sums; on AVX-512 kernels the embedding gradient (entries
+        # ~0.4, summed over every position) differs from the plain run by a few 1e-5.
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5), n
 
 
 HISTORY = (("user", "My cat is called Tom."), ("assistant", "Nice name!"))

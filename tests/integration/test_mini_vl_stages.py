@@ -341,4 +341,6 @@ def test_training_reproduces_the_reference_run(grounded_dir, tmp_path):
     assert result["train"]["loss"] == pytest.approx(REFERENCE["loss"], abs=1e-5)
     model = RewardModel.from_pretrained(result["model_dir"]).eval()
     got = _rewards(model, [p.to_group() for p in pairs])
-    torch.testing.assert_close(got, torch.tensor(REFERENCE["rewards"]), atol=1e-4, rtol=0)
+    # Recorded on AVX2; AVX-512 kernels sum float32 in another order and 16 training steps carry
+    # that to 1.4e-4 in the rewards. Any change of recipe moves them by far more than 5e-4.
+    torch.testing.assert_close(got, torch.tensor(REFERENCE["rewards"]), atol=5e-4, rtol=0)
