@@ -7,7 +7,9 @@ they share no template. The label-leak rule of the package holds here too: one a
 filled with the true facts and then with the hallucinated ones (`base.answer_pair`).
 
 A bank maps kind -> templates (the keys of `BANK_KEYS`), plus "relations" (spatial relation ->
-words), "photos" (photo -> (subject, detail)) and "pad" (neutral sentences, see `pad_pair`).
+words, or a tuple of wordings drawn by index so both answers share one), "photos" (photo ->
+(subject, detail)), "pad" (neutral sentences, see `pad_pair`) and optionally "leads" (lead-ins
+put before both answers).
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def rephrase(category: str, meta: Mapping[str, Any], bank: Bank, rng: np.random.
 
 def _lower_first(text: str) -> str:
     first = text.split(" ", 1)[0]
-    # "I" and a capitalised name inside the sentence keep their case; a sentence start does not.
+    # The answer's first letter follows the lead-in's comma: lowered, except "I" and all-capital words.
     return text if first in ("I", "I'm") or first.isupper() else text[0].lower() + text[1:]
 
 
