@@ -16,7 +16,6 @@ sizes, scales) are re-derived from the generators, which are deterministic by se
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,13 +23,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from basereward import metrics
 from basereward.data.pairs import load_pairs
 from basereward.data.synthetic import assign_categories, example_regions, make_example
 from basereward.data.synthetic.base import Example
 from basereward.data.synthetic.heldout import make_heldout_example
+from basereward.demo import SYNTH_HELDOUT as SEED
 from basereward.io import write_json
-
-SEED = 2  # the demo's held-out seed (demo.SYNTH_HELDOUT)
 
 
 def padding_key(ex: Example) -> str:
@@ -46,29 +45,21 @@ def scale_key(ex: Example) -> str:
     return "small" if max(o["radius"] for o in objs) / ex.image.size[0] < 0.1 else "large"
 
 
-def accuracy_by(right: Sequence[bool], examples: Sequence[Example], key: Callable[[Example], Any]) -> dict[str, Any]:
-    groups: dict[str, list[bool]] = collections.defaultdict(list)
-    for ok, ex in zip(right, examples):
-        groups[str(key(ex))].append(ok)
-    return {k: {"accuracy": float(np.mean(v)), "pairs": len(v)} for k, v in sorted(groups.items())}
+def accuracy_by(scores: Sequence[tuple[float, float]], examples: Sequence[Example],
+                key: Callable[[Example], Any]) -> dict[str, Any]:
+    return metrics.accuracy_by_key([c for c, _ in scores], [r for _, r in scores], [str(key(ex)) for ex in examples])
 
 
 def projector_reading(backbone: Any, examples: Sequence[Example], paths: Sequence[str]) -> dict[str, float]:
     """Share of grid cells whose every word slot the projector gets right, and of slots."""
     from basereward.data.regions import GroundedImage
-    from basereward.models.mini_vl.projector import FILLER, cell_targets, soft_words, word_token_ids
     from basereward.models.mini_vl.vision import encode_into_cache
 
-    position = {int(t): i for i, t in enumerate(backbone.word_ids.tolist())}
-    filler = position[word_token_ids(backbone.tokenizer, [FILLER])[0]]
-    mv = backbone.cfg.mini_vl
-    x = encode_into_cache(backbone.vision, {}, list(paths), mv.image_size, progress=False)
-    y = torch.stack([cell_targets(GroundedImage(p, example_regions(ex, ex.image.size[0])), mv.image_grid,
-                                  backbone.slots, backbone.tokenizer, position, filler)
-                     for ex, p in zip(examples, paths)])
+    x = encode_into_cache(backbone.vision, {}, list(paths), backbone.cfg.mini_vl.image_size, progress=False)
+    y = backbone.alignment_targets([GroundedImage(p, example_regions(ex, ex.image.size[0]))
+                                    for ex, p in zip(examples, paths)])
     with torch.no_grad():
-        _, logits = soft_words(backbone.projector(x), backbone.word_table(), backbone.hidden_size)
-    pred = logits.argmax(-1).reshape(y.shape)
+        pred = backbone.word_logits(x).argmax(-1).reshape(y.shape)
     return {"cells_all_right": float((pred == y).all(-1).float().mean()), "slots_right": float((pred == y).float().mean()),
             "images": len(paths)}
 
@@ -93,14 +84,14 @@ def main() -> int:
         raise SystemExit(f"error: {data / 'synth-heldout-dist'} is not the held-out distribution with seed {SEED}")
     model = RewardModel.from_pretrained(args.model)
     scores = score_pairs(Scorer(model, batch_size=32, progress=True), pairs)
-    right = [c > r for c, r in scores]
     report: dict[str, Any] = {
-        "model": args.model, "pairs": len(pairs), "accuracy": float(np.mean(right)),
-        "by_padding": accuracy_by(right, examples, padding_key),
-        "by_category_and_padding": accuracy_by(right, examples, lambda ex: f"{ex.category} | {padding_key(ex)}"),
-        "by_canvas_size": accuracy_by(right, examples, lambda ex: ex.image.size[0]),
-        "by_object_scale": accuracy_by(right, examples, scale_key),
-        "by_texture": accuracy_by(right, examples, lambda ex: ex.meta.get("texture", "no shapes")),
+        "model": args.model, "pairs": len(pairs),
+        "accuracy": metrics.pair_accuracy([c for c, _ in scores], [r for _, r in scores]),
+        "by_padding": accuracy_by(scores, examples, padding_key),
+        "by_category_and_padding": accuracy_by(scores, examples, lambda ex: f"{ex.category} | {padding_key(ex)}"),
+        "by_canvas_size": accuracy_by(scores, examples, lambda ex: ex.image.size[0]),
+        "by_object_scale": accuracy_by(scores, examples, scale_key),
+        "by_texture": accuracy_by(scores, examples, lambda ex: ex.meta.get("texture", "no shapes")),
     }
     padded, plain = [], []
     for (c, r), ex in zip(scores, examples):
@@ -122,7 +113,7 @@ def main() -> int:
     for name in ("by_padding", "by_canvas_size", "by_object_scale", "by_texture"):
         print(f"{name.replace('_', ' ')}:")
         for k, v in report[name].items():
-            print(f"  {k:<16} {100 * v['accuracy']:5.1f}%  ({v['pairs']} pairs)")
+            print(f"  {k:<16} {100 * v['accuracy']:5.1f}%  ({v['n']} pairs)")
     print(f"accuracy {100 * report['accuracy']:.1f}% over {len(pairs)} pairs; mean reward "
           + ", ".join(f"{k} {v:.3f}" for k, v in report["mean_reward"].items()))
     for k, v in report.get("projector", {}).items():

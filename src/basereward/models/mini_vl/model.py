@@ -171,14 +171,26 @@ class MiniVL(Backbone):
             from ...data.regions import region_words
 
             self.set_vocabulary(region_words(list(items)))
-        assert self.word_ids is not None
-        position = {int(t): i for i, t in enumerate(self.word_ids.tolist())}
-        filler = position[word_token_ids(self.tokenizer, [FILLER])[0]]
         x = encode_into_cache(self.vision, self.feature_cache, [it.image for it in items], mv.image_size,
                               batch_size, progress, "align: encode images")
-        y = torch.stack([cell_targets(it, mv.image_grid, self.slots, self.tokenizer, position, filler) for it in items])
+        y = self.alignment_targets(items)
         return train_alignment(self.projector, self.word_table(), self.hidden_size, x, y, epochs=mv.align_epochs,
                                lr=mv.align_lr, seed=seed, batch_size=batch_size, progress=progress)
+
+    def alignment_targets(self, items: Sequence[Any]) -> torch.Tensor:
+        """(N, cells, slots) vocabulary positions the grounded images' cells should read."""
+        if self.word_ids is None:
+            raise ConfigError("mini-vl: " + self.missing_alignment())
+        position = {int(t): i for i, t in enumerate(self.word_ids.tolist())}
+        filler = position[word_token_ids(self.tokenizer, [FILLER])[0]]
+        return torch.stack([cell_targets(it, self.cfg.mini_vl.image_grid, self.slots, self.tokenizer, position, filler)
+                            for it in items])
+
+    def word_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """(I, cells, C) encoder features -> (I, cells*slots, V) the projector's scores of the vocabulary."""
+        param = next(self.projector.parameters())
+        _, logits = soft_words(self.projector(feats.to(param.device, param.dtype)), self.word_table(), self.hidden_size)
+        return logits
 
     # ------------------------------------------------------------------ forward
     def shares_prefix(self) -> bool:
