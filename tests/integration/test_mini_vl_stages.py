@@ -86,6 +86,30 @@ def test_word_projector_tokens_are_mixtures_of_vocabulary_embeddings(grounded):
     assert {"Ġred", "Ġbackground", ","} <= vocab
 
 
+def test_position_words_replace_the_last_slots_of_each_cell_and_nothing_else(grounded):
+    from basereward.data.regions import region_words
+
+    plain = _words_model().backbone
+    placed = _words_model(position_words="row_column").backbone
+    placed.projector.load_state_dict(plain.projector.state_dict())
+    for bb in (plain, placed):
+        bb.set_vocabulary(region_words(grounded))
+    feats = plain.vision(torch.rand(2, 3, 224, 224))
+    with torch.no_grad():
+        a = plain._project(feats).reshape(2, 4, 3, -1)
+        b = placed._project(feats).reshape(2, 4, 3, -1)
+    embed = plain.lm.get_input_embeddings().weight
+    word = {w: embed[plain.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0]] for w in ("top", "bottom", "left", "right")}
+    # A 2x2 grid in raster order: (top, left), (top, right), (bottom, left), (bottom, right).
+    for cell, (row, col) in enumerate([("top", "left"), ("top", "right"), ("bottom", "left"), ("bottom", "right")]):
+        for image in range(2):
+            torch.testing.assert_close(b[image, cell, 1], word[row])
+            torch.testing.assert_close(b[image, cell, 2], word[col])
+    torch.testing.assert_close(b[:, :, 0], a[:, :, 0])  # what the cell shows: unchanged
+    with pytest.raises(ConfigError, match="word_slots >= 3"):
+        _words_model(position_words="row_column", word_slots=2)
+
+
 def test_alignment_fixes_the_vocabulary_and_teaches_cells_their_region_words(grounded):
     from basereward.data.pairs import open_image
     from basereward.data.regions import region_words

@@ -195,3 +195,24 @@ def test_old_saved_model_configs_are_migrated():
     # The current layout passes through unchanged.
     current = to_dict(cfg)
     assert upgrade_saved_model(current) == (current, {})
+
+
+def test_position_words_are_the_halves_of_the_grid_in_raster_order():
+    from basereward.models.mini_vl.projector import position_words, with_position_words
+
+    assert position_words(2, "none") == [[], [], [], []]
+    assert position_words(2, "column") == [["left"], ["right"], ["left"], ["right"]]
+    # An odd grid's centre line is "middle"; 4 columns split 2 + 2.
+    assert [c for c, in position_words(3, "column")[:3]] == ["left", "middle", "right"]
+    assert [c for c, in position_words(4, "column")[:4]] == ["left", "left", "right", "right"]
+    assert position_words(3, "row_column")[4] == ["middle", "middle"]
+    assert position_words(4, "row_column")[15] == ["bottom", "right"]
+    # (1 image, 2 cells x 3 slots, H=1): each cell's last slot becomes its position embedding.
+    tokens = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)
+    out = with_position_words(tokens, torch.tensor([[[-1.0]], [[-2.0]]]))
+    assert out.flatten().tolist() == [0.0, 1.0, -1.0, 3.0, 4.0, -2.0]
+
+
+def test_position_words_need_the_word_projector():
+    with pytest.raises(ConfigError, match="position_words=column: needs the `words` projector"):
+        load_config(None, ["model.backbone.mini_vl.position_words=column"])

@@ -62,6 +62,14 @@ class MiniVLConfig:
     gradients (cheaper steps, and `cache_trunk` becomes possible)."""
     word_slots: int = 3
     """`words` projector: soft-word tokens per grid cell (a cell reads like "red star ,")."""
+    position_words: Literal["none", "column", "row_column"] = "none"
+    """`words` projector: where a cell is, as words the LM already knows. The CNN features of a
+    cell do not say where it lies, and the LM sees the grid as one flat sequence, so "is the star
+    left of the circle" means comparing token indices modulo the grid width. `column`: the last
+    slot of each cell reads its column half ("left" / "right"; "middle" for the centre column of
+    an odd grid) instead of a soft word; `row_column`: the last two slots read its row half
+    ("top" / "bottom" / "middle") and column half. The words are fixed input embeddings, not
+    learned: the alignment stage leaves those slots alone and a frozen trunk stays cacheable."""
     lm_layers: int = 0
     """Keep only the first N decoder layers of the language model (0 = all 30); a shallower LM
     trains several times faster on CPU."""
@@ -333,6 +341,11 @@ def _validate_backbone(bb: BackboneConfig, where: str) -> None:
         if mv.projector != "words" and mv.word_slots != MiniVLConfig.word_slots:
             raise ConfigError(f"{where}.mini_vl.word_slots: only the `words` projector uses it "
                               f"(model.backbone.mini_vl.projector={mv.projector})")
+        if mv.position_words != "none":
+            need = 2 if mv.position_words == "column" else 3
+            if mv.projector != "words" or mv.word_slots < need:
+                raise ConfigError(f"{where}.mini_vl.position_words={mv.position_words}: needs the `words` projector "
+                                  f"with word_slots >= {need} (one soft word left for what the cell shows)")
         if mv.image_tap_max_pool and not mv.image_multiscale:
             raise ConfigError(f"{where}.mini_vl.image_tap_max_pool: needs image_multiscale=true "
                               "(it pools the earlier stages that multiscale adds)")

@@ -31,9 +31,11 @@ from .projector import (
     FILLER,
     build_projector,
     cell_targets,
+    position_words,
     soft_words,
     train_alignment,
     vocabulary_ids,
+    with_position_words,
     word_token_ids,
 )
 from .vision import ImageEncoder, encode_into_cache
@@ -86,6 +88,9 @@ class MiniVL(Backbone):
             for p in self.projector.parameters():
                 p.requires_grad_(False)
         self.lm = prepare_language_model(lm, cfg)
+        # (cells, k) token ids of the words the last k slots of each cell read (k = 0: none).
+        words = position_words(mv.image_grid, mv.position_words)
+        self.position_ids = torch.tensor([[self._one_token(w) for w in cell] for cell in words], dtype=torch.long)
         self.tokens_per_image = mv.image_grid * mv.image_grid * self.slots
         self.collator = MiniVLCollator(self.tokenizer, truncation=Truncation.from_config(cfg), system_prompt=cfg.system_prompt,
                                        image_size=mv.image_size, tokens_per_image=self.tokens_per_image,
@@ -124,6 +129,12 @@ class MiniVL(Backbone):
             return "model.backbone.mini_vl.projector=words takes its vocabulary from the grounded captions"
         return ""
 
+    def _one_token(self, word: str) -> int:
+        ids = word_token_ids(self.tokenizer, [word])
+        if len(ids) != 1:
+            raise ConfigError(f"mini-vl: position word {word!r} is {len(ids)} tokens in this tokenizer, not one")
+        return ids[0]
+
     # ------------------------------------------------------------------ image tokens
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(I, 3, S, S) -> (I, tokens_per_image, H) image tokens, one row per distinct image."""
@@ -152,6 +163,9 @@ class MiniVL(Backbone):
         if self.cfg.mini_vl.projector != "words":
             return out
         tokens, _ = soft_words(out, self.word_table(), self.hidden_size)
+        if self.position_ids.shape[1]:
+            embed = self.lm.get_input_embeddings().weight
+            tokens = with_position_words(tokens, embed[self.position_ids.to(embed.device)].detach())
         return tokens
 
     def cache_image_features(self, images: Sequence[Any], *, progress: bool = True, desc: str = "encode images") -> None:

@@ -55,6 +55,35 @@ def soft_words(out: torch.Tensor, table: torch.Tensor, hidden: int) -> tuple[tor
     return torch.softmax(logits.float(), dim=-1).to(queries.dtype) @ table.to(queries.dtype), logits
 
 
+def _half(index: int, grid: int, low: str, high: str) -> str:
+    """The half of a grid line that cell `index` lies in; the centre line of an odd grid is "middle"."""
+    if grid % 2 and index == grid // 2:
+        return "middle"
+    return low if index < grid / 2 else high
+
+
+def position_words(grid: int, mode: str) -> list[list[str]]:
+    """The words each cell's last slots read under `mini_vl.position_words`, cells in raster order:
+    [] for "none", [column half] for "column", [row half, column half] for "row_column"."""
+    if mode == "none":
+        return [[] for _ in range(grid * grid)]
+    out = []
+    for r in range(grid):
+        for c in range(grid):
+            col = _half(c, grid, "left", "right")
+            out.append([_half(r, grid, "top", "bottom"), col] if mode == "row_column" else [col])
+    return out
+
+
+def with_position_words(tokens: torch.Tensor, position_embeds: torch.Tensor) -> torch.Tensor:
+    """Image tokens (I, cells*slots, H) with each cell's last k slots replaced by the fixed
+    embeddings `position_embeds` (cells, k, H) of its position words."""
+    cells, k, hidden = position_embeds.shape
+    grid = tokens.reshape(tokens.shape[0], cells, -1, hidden)
+    fixed = position_embeds.to(tokens.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1, -1)
+    return torch.cat([grid[:, :, : grid.shape[2] - k], fixed], dim=2).reshape(tokens.shape)
+
+
 def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dict[int, int], filler: int) -> torch.Tensor:
     """(grid*grid, slots) vocabulary positions a grounded image's cells should read.
 
