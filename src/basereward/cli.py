@@ -179,7 +179,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from .data.synthetic import Variety
 
         variety = Variety(paraphrase=True, pad=0.5, layout=True, exclude_heldout_combos=True)
-    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety)
+    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full)
     return 0
 
 
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny run (smoke test), not the real demo")
     p.add_argument("--varied-data", action="store_true", help="train on the varied generator (paraphrases, "
                    "padding, layouts, held-out colour/shape combinations left out); experimental")
+    p.add_argument("--full", action="store_true", help="the longer recipe (~30 min): varied training data, a third "
+                   "epoch, and a text RM for text-only pairs behind a modality router (<out>/router)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_demo)
     return ap

@@ -26,6 +26,27 @@ from .scoring.truncation import truncation_lines, truncation_summary
 
 SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint splits
 
+# `basereward demo --full`: the same recipe, longer. The training pairs come from the varied
+# generator (paraphrases, padding, layouts: data/synthetic/variety.py), mini-vl trains a third
+# epoch, and a text reward model (the same backbone without images, trained on all HH-RLHF
+# training pairs) joins it behind a modality router: the paper's text RM for text-only pairs.
+FULL_OVERRIDES = ("train.epochs=3",)
+TEXT_RM_OVERRIDES = (
+    # No images: the `words` projector (which needs the alignment stage) is never used, so the
+    # plain one stands in, untrained; every HH-RLHF training pair, no validation split.
+    "model.backbone.mini_vl.projector=mlp",
+    "model.backbone.mini_vl.position_words=none",
+    "data.text_ratio=-1",
+    "data.validation=",
+    "data.alignment=",
+)
+
+
+def full_variety() -> Any:
+    from .data.synthetic import Variety
+
+    return Variety(paraphrase=True, pad=0.5, layout=True, exclude_heldout_combos=True)
+
 
 def demo_config_path() -> Path:
     p = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -67,9 +88,32 @@ def evaluate_splits(source: RewardSource, heldout: Sequence[PreferencePair], hh_
     return out
 
 
+def train_text_rm(out: Path, hh_train: str | Path, overrides: Sequence[str] = (), quick: bool = False) -> Path:
+    """The text reward model of `--full`: demo.yaml's backbone and schedule on the HH-RLHF
+    training pairs alone; returns its model directory (`<out>/text-model`)."""
+    from .data.pairs import load_pairs
+    from .training.loop import train
+
+    base = [f"data.train=[{hh_train}]", f"train.output_dir={out / 'text-train'}", *TEXT_RM_OVERRIDES]
+    if quick:
+        base += ["train.max_steps=2", "train.global_batch_size=4", "train.micro_batch_size=2"]
+    cfg = load_config(demo_config_path(), base + list(overrides))
+    pairs = load_pairs(hh_train)
+    print(f"[demo] text RM: training on {len(pairs)} HH-RLHF pairs", flush=True)
+    result = train(cfg, pairs)
+    copy_dir(result["model_dir"], out / "text-model")
+    return out / "text-model"
+
+
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
-             n_train: int = 0, n_heldout: int = 0, variety: Any = None) -> dict:
-    """`variety`: a `data.synthetic.Variety` for the training and validation pairs (None: the default)."""
+             n_train: int = 0, n_heldout: int = 0, variety: Any = None, full: bool = False) -> dict:
+    """`variety`: a `data.synthetic.Variety` for the training and validation pairs (None: the
+    default; `full` uses `full_variety()`). `full`: the longer recipe (FULL_OVERRIDES, a text RM
+    and the modality router in `<out>/router`)."""
+    user_overrides = list(overrides)
+    if full:
+        variety = variety if variety is not None else full_variety()
+        overrides = [*FULL_OVERRIDES, *overrides]
     from .data.pairs import load_pairs
     from .data.sources.hh_rlhf import write_hh_split
     from .data.synthetic import generate
@@ -132,6 +176,25 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     }
     # default=str: the training result holds paths.
     write_json(out / "results.json", finite(results), default=str)
+    if full:
+        from .ensemble.router import ModalityRouter
+
+        # The text RM takes the user's training overrides (lr, seed, ...), not their data, output
+        # folder or image settings.
+        own = ("data.", "train.output_dir", "model.backbone.mini_vl.")
+        text_dir = train_text_rm(out, hh_train_path, [o for o in user_overrides if not o.startswith(own)], quick=quick)
+        text_scorer = Scorer(RewardModel.from_pretrained(text_dir), batch_size=32, progress=True)
+        router = ModalityRouter(text_scorer, scorer, text_name="text-model", multimodal_name="model",
+                                text_path=str(text_dir.resolve()), multimodal_path=str(model_dir.resolve()))
+        router.save(str(out / "router"))
+        hh_scores = score_pairs(router, hh_val)
+        results["router"] = {
+            "HH-RLHF harmless validation": pair_accuracy([c for c, _ in hh_scores], [r for _, r in hh_scores]),
+            "routing": router.routing_report(),
+            "path": str(out / "router"),
+        }
+        results["minutes"] = round((time.time() - t0) / 60, 2)
+        write_json(out / "results.json", finite(results), default=str)
     print("[demo] 4/4 results")
     rows = results["accuracy"]
     width = max(len(k) for k in rows)
@@ -146,6 +209,9 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"{'  accuracy / images shuffled':<{width}}  {100 * dist['accuracy']:7.1f}%  / {100 * dist['shuffled']:.1f}%")
     for k, v in dist["per_category"].items():
         print(f"  {k:<{width - 2}}  {100 * v:7.1f}%  / {100 * dist['per_category_shuffled'][k]:.1f}%")
+    if full:
+        hh = results["router"]["HH-RLHF harmless validation"]
+        print(f"{'HH-RLHF, text RM via the router':<{width}}  {100 * hh:7.1f}%  (router: {out / 'router'})")
     print("\n".join(truncation_lines(scorer)))
     print(f"model saved to {model_dir}; results in {out / 'results.json'}; {results['minutes']} min")
     return results

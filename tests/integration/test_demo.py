@@ -91,3 +91,32 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
     assert (out / "data" / "synth-train" / "regions.jsonl").is_file()
     assert results["train"]["alignment"]["align_images"] == 64
     assert model.backbone.cfg.mini_vl.projector == "words" and "star" in model.backbone.image_words
+
+
+@pytest.mark.slow
+def test_quick_full_demo_routes_text_pairs_to_its_text_rm(tmp_path, shared_data_path):
+    from basereward.data.synthetic.paraphrases import TRAIN_BANK
+    from basereward.load import load_scorer
+    from basereward.scoring.interface import score_pairs
+
+    shared_data_path(f"hh-rlhf/{HH_FILE}")
+    out = tmp_path / "full"
+    results = run_demo(out_dir=str(out), quick=True, full=True, overrides=["train.seed=3"])
+
+    # The longer recipe: varied training pairs (the training bank's padding sentences appear).
+    train_pairs = load_pairs(out / "data" / "synth-train" / "pairs.jsonl")
+    assert any(pad in pair.chosen + pair.rejected for pair in train_pairs for pad in TRAIN_BANK["pad"])
+    # The text RM trained on HH-RLHF pairs only, with the user's seed.
+    text_model = RewardModel.from_pretrained(out / "text-model")
+    assert text_model.backbone.cfg.mini_vl.projector == "mlp"
+
+    # The saved router sends the text-only HH pairs to the text RM: its HH accuracy is that
+    # model's, and scoring through the router gives the text RM's own scores.
+    hh_val = load_pairs(out / "data" / "hh-rlhf" / "hh_val.jsonl")[:16]
+    text = Scorer(text_model, batch_size=32).score(hh_val)
+    routed = score_pairs(load_scorer(out / "router", batch_size=32), hh_val)
+    assert [s for pair in routed for s in pair] == pytest.approx([s for pair in text for s in pair], abs=1e-5)
+    assert results["router"]["HH-RLHF harmless validation"] == pair_accuracy([c for c, _ in text], [r for _, r in text])
+    assert results["router"]["routing"]["text"] == 16 and results["router"]["routing"]["multimodal"] == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["router"]["HH-RLHF harmless validation"] == results["router"]["HH-RLHF harmless validation"]

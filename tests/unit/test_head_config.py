@@ -216,3 +216,34 @@ def test_position_words_are_the_halves_of_the_grid_in_raster_order():
 def test_position_words_need_the_word_projector():
     with pytest.raises(ConfigError, match="position_words=column: needs the `words` projector"):
         load_config(None, ["model.backbone.mini_vl.position_words=column"])
+
+
+class _WordTokenizer:
+    """One token per word: id = index in a fixed list (" red" and "red" alike)."""
+
+    WORDS = ["red", "star", "blue", "circle", "background", ","]
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.WORDS.index(text.strip())]}
+
+
+def test_cell_targets_name_a_region_in_every_cell_or_once_at_its_centre():
+    from basereward.data.regions import GroundedImage, Region
+    from basereward.models.mini_vl.projector import cell_targets
+
+    tok = _WordTokenizer()
+    position = {i: i for i in range(len(tok.WORDS))}  # vocabulary position = token id here
+    red, star, blue, circle, bg, fill = range(6)
+    # 2x2 grid. The red star covers the left half (cells 0 and 2; centre (0.25, 0.5) -> cell 2);
+    # the small blue circle sits inside cell 2 too (its centre cell), covering no cell centre.
+    item = GroundedImage("x.png", (Region((0.0, 0.0, 0.5, 1.0), "red star"), Region((0.3, 0.6, 0.45, 0.7), "blue circle")))
+    cover = cell_targets(item, 2, 3, tok, position, fill)
+    assert cover.tolist() == [[red, star, fill], [bg, fill, fill], [red, star, blue], [bg, fill, fill]]
+    centre = cell_targets(item, 2, 3, tok, position, fill, naming="centre")
+    # Cell 0 keeps only the star's attribute; cell 2 names both (the circle's name is cut at 3 slots).
+    assert centre.tolist() == [[red, fill, fill], [bg, fill, fill], [red, star, blue], [bg, fill, fill]]
+    # Two regions whose centres share no cell, one covering the other's centre cell: names first.
+    item2 = GroundedImage("x.png", (Region((0.0, 0.0, 1.0, 0.5), "red star"), Region((0.0, 0.0, 0.4, 0.4), "blue circle")))
+    # Red star: centre (0.5, 0.25) -> cell 1; covers cells 0 and 1. Blue circle: centre cell 0.
+    assert cell_targets(item2, 2, 3, tok, position, fill, naming="centre").tolist()[:2] == [[blue, circle, red], [red, star, fill]]
+    assert cell_targets(item2, 2, 3, tok, position, fill).tolist()[:2] == [[red, star, blue], [red, star, fill]]

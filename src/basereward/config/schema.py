@@ -62,6 +62,11 @@ class MiniVLConfig:
     gradients (cheaper steps, and `cache_trunk` becomes possible)."""
     word_slots: int = 3
     """`words` projector: soft-word tokens per grid cell (a cell reads like "red star ,")."""
+    cell_naming: Literal["cover", "centre"] = "cover"
+    """Alignment targets of the `words` projector: `cover`: every cell a grounded region covers
+    reads its text ("red star" in each of the 1-4 cells a large star spans, so the LM cannot tell
+    one large star from several small ones); `centre`: only the cell holding the region's centre
+    reads its text, the others it covers read its first word ("red")."""
     position_words: Literal["none", "column", "row_column"] = "none"
     """`words` projector: where a cell is, as words the LM already knows. The CNN features of a
     cell do not say where it lies, and the LM sees the grid as one flat sequence, so "is the star

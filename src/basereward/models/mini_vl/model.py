@@ -197,7 +197,8 @@ class MiniVL(Backbone):
             raise ConfigError("mini-vl: " + self.missing_alignment())
         position = {int(t): i for i, t in enumerate(self.word_ids.tolist())}
         filler = position[word_token_ids(self.tokenizer, [FILLER])[0]]
-        return torch.stack([cell_targets(it, self.cfg.mini_vl.image_grid, self.slots, self.tokenizer, position, filler)
+        mv = self.cfg.mini_vl
+        return torch.stack([cell_targets(it, mv.image_grid, self.slots, self.tokenizer, position, filler, mv.cell_naming)
                             for it in items])
 
     def word_logits(self, feats: torch.Tensor) -> torch.Tensor:

@@ -84,24 +84,33 @@ def with_position_words(tokens: torch.Tensor, position_embeds: torch.Tensor) -> 
     return torch.cat([grid[:, :, : grid.shape[2] - k], fixed], dim=2).reshape(tokens.shape)
 
 
-def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dict[int, int], filler: int) -> torch.Tensor:
+def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dict[int, int], filler: int,
+                 naming: str = "cover") -> torch.Tensor:
     """(grid*grid, slots) vocabulary positions a grounded image's cells should read.
 
     A region covers the cells whose centre lies in its box, and always the cell holding its own
     centre; a cell reads the text of its regions, or "background"; slot k is the k-th token of
-    that text, padded with ",".
+    that text, padded with ",". `naming="centre"`: only the cell holding a region's centre reads
+    its whole text; the other cells it covers read its first word (the attribute: "red" of "red
+    star"), so each region is named once and the number of names is the number of regions.
     """
     g = grid
     texts: list[list[str]] = [[] for _ in range(g * g)]
     for reg in item.regions:
         x0, y0, x1, y1 = reg.box
-        cells = {min(int((y0 + y1) / 2 * g), g - 1) * g + min(int((x0 + x1) / 2 * g), g - 1)}
+        centre = min(int((y0 + y1) / 2 * g), g - 1) * g + min(int((x0 + x1) / 2 * g), g - 1)
+        cells = {centre}
         for r in range(g):
             for c in range(g):
                 if x0 <= (c + 0.5) / g <= x1 and y0 <= (r + 0.5) / g <= y1:
                     cells.add(r * g + c)
         for cell in cells:
-            texts[cell].append(reg.text)
+            if naming == "cover":
+                texts[cell].append(reg.text)
+            elif cell == centre:  # names before attributes, so a name is not cut off
+                texts[cell].insert(sum(len(t.split()) > 1 for t in texts[cell]), reg.text)
+            else:
+                texts[cell].append(reg.text.split()[0])
     out = torch.full((g * g, slots), filler, dtype=torch.long)
     for cell, parts in enumerate(texts):
         words = " ".join(parts).split() or [BACKGROUND_WORD]
