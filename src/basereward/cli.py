@@ -172,13 +172,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import full_variety, run_demo
 
-    variety = None
-    if args.varied_data:
-        from .data.synthetic import Variety
-
-        variety = Variety(paraphrase=True, pad=0.5, layout=True, exclude_heldout_combos=True)
+    variety = full_variety() if args.varied_data else None
     run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full)
     return 0
 

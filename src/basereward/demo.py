@@ -174,8 +174,6 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         "minutes": round((time.time() - t0) / 60, 2),
         "model_dir": str(model_dir),
     }
-    # default=str: the training result holds paths.
-    write_json(out / "results.json", finite(results), default=str)
     if full:
         from .ensemble.router import ModalityRouter
 
@@ -194,7 +192,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
             "path": str(out / "router"),
         }
         results["minutes"] = round((time.time() - t0) / 60, 2)
-        write_json(out / "results.json", finite(results), default=str)
+    # default=str: the training result holds paths.
+    write_json(out / "results.json", finite(results), default=str)
     print("[demo] 4/4 results")
     rows = results["accuracy"]
     width = max(len(k) for k in rows)
