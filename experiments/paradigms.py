@@ -12,6 +12,9 @@ with and without each StableReinforce component. Voting@k is measured on the RL 
 
     python experiments/paradigms.py --model runs/demo/model --data runs/demo/data
     python experiments/paradigms.py --model runs/demo/model --data runs/demo/data --quick   # smoke run
+
+`--start-from-model`: every judge starts from `--model`'s trained layers (`train.init_from`), on all
+of its training pairs (`--n-train 1600 --epochs 3`); the Naive-RM row is `--model` itself.
 """
 
 from __future__ import annotations
@@ -53,13 +56,19 @@ def subset(pairs: list[PreferencePair], n: int, seed: int) -> list[PreferencePai
     return [pairs[i] for i in keep]
 
 
-def build(model_dir: str, paradigm: str, judge: JudgeConfig, max_length: int, max_prompt: int):
+def build(model_dir: str, paradigm: str, judge: JudgeConfig, max_length: int, max_prompt: int,
+          start_from_model: bool = False):
+    """A model on `model_dir`'s projector; with `start_from_model` also on its trained LM layers
+    (and its head for a Naive-RM): `RewardModel.init_from`, as `train.init_from` does."""
     from basereward.models.reward_model import RewardModel
 
     base, backbone = start_backbone(model_dir, train_lm_layers=4, max_length=max_length, max_prompt_length=max_prompt)
     cfg = dataclasses.replace(base, paradigm=paradigm, judge=judge if paradigm != "naive" else JudgeConfig())
     torch.manual_seed(0)
-    return RewardModel(cfg, backbone=backbone)
+    model = RewardModel(cfg, backbone=backbone)
+    if start_from_model:
+        model.init_from(model_dir)
+    return model
 
 
 def train_one(model, pairs, out: Path, epochs: int, seed: int) -> float:
@@ -93,9 +102,20 @@ def main() -> int:
     ap.add_argument("--out", default="experiments/results/paradigms")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--start-from-model", action="store_true",
+                    help="judges start from --model's trained layers; the Naive-RM row is --model itself")
+    ap.add_argument("--n-train", type=int, help="training pairs (default 320; 16 with --quick)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--voting-pairs", type=int, help="held-out pairs for voting@k (default 30)")
+    ap.add_argument("--ks", type=int, nargs="+", help="voting@k sample counts (default 1 3 5)")
+    ap.add_argument("--verdict-weight", type=float, default=0.0, help="model.judge.verdict_weight of both judges")
     args = ap.parse_args()
-    size = QUICK if args.quick else FULL
-    out = Path(args.out) / ("quick" if args.quick else f"seed{args.seed}")
+    size = dict(QUICK if args.quick else FULL)
+    for key in ("n_train", "voting_pairs", "ks"):
+        if getattr(args, key) is not None:
+            size[key] = getattr(args, key)
+    name = "quick" if args.quick else f"seed{args.seed}"
+    out = Path(args.out) / (f"{name}-from-model" if args.start_from_model else name)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
     train_pairs = subset(load_pairs(data / "synth-train" / "pairs.jsonl"), size["n_train"], args.seed)
@@ -104,16 +124,23 @@ def main() -> int:
 
     from basereward.grm.rl import RLConfig, plot_dynamics, rl_train, select_pairs
     from basereward.load import source_for_model
+    from basereward.models.reward_model import RewardModel
 
     rows: dict[str, dict[str, Any]] = {}
-    judge_grm = JudgeConfig(both_orders=True)
-    judge_cot = JudgeConfig(both_orders=False, samples=1, max_new_tokens=MAX_NEW)
+    judge_grm = JudgeConfig(both_orders=True, verdict_weight=args.verdict_weight)
+    judge_cot = JudgeConfig(both_orders=False, samples=1, max_new_tokens=MAX_NEW, verdict_weight=args.verdict_weight)
     models = {}
     for paradigm, judge, length in (("naive", None, (128, 80)), ("grm", judge_grm, (256, 200)),
                                     ("longcot-grm", judge_cot, (320, 200))):
         log(f"== {paradigm}")
-        model = build(args.model, paradigm, judge or JudgeConfig(), *length)
-        train_s = train_one(model, train_pairs, out / "runs" / paradigm, epochs=2, seed=args.seed)
+        if paradigm == "naive" and args.start_from_model:  # the model the judges start from, as it is
+            model = RewardModel.from_pretrained(args.model)
+            rows[paradigm] = {**measure(source_for_model(model, batch_size=16), test), "train_seconds": None}
+            models[paradigm] = model
+            log(f"   {paradigm} (--model as it is): accuracy {rows[paradigm]['accuracy']:.3f}")
+            continue
+        model = build(args.model, paradigm, judge or JudgeConfig(), *length, start_from_model=args.start_from_model)
+        train_s = train_one(model, train_pairs, out / "runs" / paradigm, epochs=args.epochs, seed=args.seed)
         rows[paradigm] = {**measure(source_for_model(model, batch_size=16), test), "train_seconds": train_s}
         models[paradigm] = model
         log(f"   {paradigm}: accuracy {rows[paradigm]['accuracy']:.3f}, "
@@ -147,23 +174,15 @@ def main() -> int:
     plot_dynamics(dynamics, out / "rl_dynamics.png")
     cold.load_state_dict(rl_state)
 
-    # ---- Voting@k on the RL judge.
-    from basereward.grm.judge import LEAD
-    from basereward.grm.parse import parse_verdict
-    from basereward.grm.rl import _judged
-    from basereward.grm.voting import accuracy_vs_k
-    from basereward.models.generation import sample
+    # ---- Voting@k on the RL judge: k samples in one answer order (chosen by the texts, as the
+    # judge scores with both_orders off), and k samples in each order (position bias cancels).
+    from basereward.grm.judge import voting_accuracy, voting_draws
 
-    vote_pairs = test[: size["voting_pairs"]]
-    per_item, labels = [], []
-    for i, pair in enumerate(vote_pairs):
-        judged, answer = _judged(pair, args.seed)
-        draws = sample(cold.backbone, judged, LEAD["longcot-grm"], n=max(size["ks"]), max_new_tokens=MAX_NEW,
-                       temperature=1.0, seed=args.seed * 7919 + i)
-        per_item.append([parse_verdict(LEAD["longcot-grm"] + s.text) for s in draws])
-        labels.append(answer)
-    voting = {str(k): v for k, v in accuracy_vs_k(per_item, labels, size["ks"]).items()}
-    log(f"   voting@k: {voting}")
+    draws = voting_draws(cold.backbone, test[: size["voting_pairs"]], max(size["ks"]), MAX_NEW, 1.0, args.seed,
+                         both_orders=True)
+    voting = {str(k): v for k, v in voting_accuracy(draws, size["ks"], both_orders=False).items()}
+    voting_both = {str(k): v for k, v in voting_accuracy(draws, size["ks"], both_orders=True).items()}
+    log(f"   voting@k: one order {voting}, both orders {voting_both}")
 
     # ---- Critic-RM (when the critic module is there): critiques by the RL judge's LM.
     try:
@@ -173,8 +192,8 @@ def main() -> int:
     if critic_mod is not None and hasattr(critic_mod, "add_critiques") and hasattr(critic_mod, "CriticRM"):
         log("== critic-rm")
         crit_train = critic_mod.add_critiques(cold, train_pairs[: size["critic_train"]], max_new_tokens=24)
-        model = build(args.model, "naive", JudgeConfig(), 192, 80)
-        train_s = train_one(model, crit_train, out / "runs" / "critic", epochs=2, seed=args.seed)
+        model = build(args.model, "naive", JudgeConfig(), 192, 80, start_from_model=args.start_from_model)
+        train_s = train_one(model, crit_train, out / "runs" / "critic", epochs=args.epochs, seed=args.seed)
         from basereward.scoring import Scorer
 
         source = critic_mod.CriticRM(cold, Scorer(model, batch_size=16), max_new_tokens=24)
@@ -183,15 +202,19 @@ def main() -> int:
     naive_cost = rows["naive"]["seconds_per_judgement"]
     for r in rows.values():
         r["cost_vs_naive"] = r["seconds_per_judgement"] / naive_cost
-    result = {"rows": rows, "voting_at_k": voting, "progressive_difficulty": counts,
+    result = {"rows": rows, "voting_at_k": voting, "voting_at_k_both_orders": voting_both, "progressive_difficulty": counts,
               "rl_pairs": len(rl_pairs), "rl_on_hard_pairs": rl_pairs is hard, "sizes": size, "seed": args.seed,
-              "rl_final": {k: v[-1] for k, v in dynamics.items()}}
+              "rl_final": {k: v[-1] for k, v in dynamics.items()},
+              "start_from_model": args.start_from_model, "epochs": args.epochs, "verdict_weight": args.verdict_weight}
     write_json(out / "paradigms.json", result)
     lines = ["| paradigm | held-out accuracy | s / judgement | cost vs Naive-RM |", "|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {100 * r['accuracy']:.1f}% | {r['seconds_per_judgement']:.3f} | {r['cost_vs_naive']:.1f}x |")
     lines.append("")
-    lines.append("voting@k (LongCoT + StableReinforce, T=1): " + ", ".join(f"k={k}: {100 * v:.1f}%" for k, v in voting.items()))
+    lines.append("voting@k (LongCoT + StableReinforce, T=1), one order: "
+                 + ", ".join(f"k={k}: {100 * v:.1f}%" for k, v in voting.items()))
+    lines.append("")
+    lines.append("voting@k, k samples in each order: " + ", ".join(f"k={k}: {100 * v:.1f}%" for k, v in voting_both.items()))
     write_text(out / "paradigms.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps({k: round(v["accuracy"], 4) for k, v in rows.items()}))

@@ -43,3 +43,13 @@ def reward_loss(
     if zero_coef:
         loss = loss + zero_coefficient(r_w, r_l, zero_coef)
     return loss
+
+
+def judge_loss(target_nll: torch.Tensor, verdict_log_odds: torch.Tensor, verdict_weight: float = 0.0) -> torch.Tensor:
+    """A generative judge's training loss: the mean SFT loss of its turn (per example: the mean NLL
+    of its target tokens) + verdict_weight * mean(-log sigmoid(log-odds of the right verdict)),
+    the Bradley-Terry loss of the verdict alone (`model.judge.verdict_weight`)."""
+    loss = target_nll.mean()
+    if verdict_weight:
+        loss = loss + verdict_weight * F.softplus(-verdict_log_odds).mean()
+    return loss

@@ -9,6 +9,7 @@ loss, saves, reloads and scores through the one interface (eval-ready).
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -216,3 +217,41 @@ def test_qwen_vl_sampling_with_an_image_equals_transformers_generate(tmp_path, a
     want = int(positions.max()) + 1 + torch.arange(len(tokens))
     assert all(torch.equal(whole[axis, 0, n:], want) for axis in range(3))
     assert int(positions.max()) + 1 < n  # the image really shifts them: not a 1-D continuation
+
+
+def test_verdict_weight_adds_the_verdict_bt_loss(lm_dir, tmp_path):
+    # Same init, same batches; a random tiny judge has verdict log-odds near 0, so the added term
+    # 2 * mean(-log sigmoid(odds)) is close to 2 ln 2 at the first step.
+    pairs = [PreferencePair(id=f"p{i}", prompt=f"Is {i} even?", chosen="yes", rejected="no") for i in range(4)]
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text("model:\n  backbone:\n    name: causal-lm\n")
+    first = {}
+    for w in (0.0, 2.0):
+        out = tmp_path / f"w{w}"
+        assert main(["train", str(cfg), f"model.backbone.path={lm_dir}", "model.backbone.dtype=float32",
+                     "model.backbone.max_length=256", "model.paradigm=grm", f"model.judge.verdict_weight={w}",
+                     f"data.train=[{tmp_path / 'pairs.jsonl'}]", f"train.output_dir={out}",
+                     "train.global_batch_size=4", "train.micro_batch_size=2", "train.max_steps=1"]) == 0
+        first[w] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert first[2.0] - first[0.0] == pytest.approx(2 * math.log(2), abs=0.2)
+
+
+def test_voting_cli_in_both_orders_equals_the_library(lm_dir, tmp_path):
+    from basereward.grm.judge import sampled_verdicts
+    from basereward.grm.voting import accuracy_vs_k_both_orders
+
+    model = _model(lm_dir, paradigm="longcot-grm")
+    model.save_pretrained(tmp_path / "judge")
+    pairs = [PreferencePair(id=f"p{i}", prompt=f"Is {i} even?", chosen="yes", rejected="no") for i in range(3)]
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    assert main(["grm", "voting", "--model", str(tmp_path / "judge"), "--pairs", str(tmp_path / "pairs.jsonl"),
+                 "--ks", "1", "3", "--max-new-tokens", "4", "--both-orders", "--out", str(tmp_path / "v.json")]) == 0
+    got = json.loads((tmp_path / "v.json").read_text())
+    assert got["both_orders"] is True and got["pairs"] == 3
+    # The documented seeds (--seed 0): pair i with the chosen response first draws with seed i,
+    # with it second with seed 100003 + i.
+    first = [sampled_verdicts(model.backbone, p, True, 3, 4, 1.0, seed=i) for i, p in enumerate(pairs)]
+    second = [sampled_verdicts(model.backbone, p, False, 3, 4, 1.0, seed=100_003 + i) for i, p in enumerate(pairs)]
+    want = accuracy_vs_k_both_orders(first, second, [1, 3])
+    assert got["accuracy_vs_k"] == {"1": want[1], "3": want[3]}

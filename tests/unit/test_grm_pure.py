@@ -13,6 +13,7 @@ from basereward.grm import (
     REASONS,
     Verdict,
     accuracy_vs_k,
+    accuracy_vs_k_both_orders,
     attempts_needed,
     filter_advantages,
     final_reward,
@@ -417,6 +418,21 @@ def test_accuracy_vs_k_by_hand():
     # weighting by confidence rescues the first item at k = 5: 1 gets 1.8, 2 gets 0.3
     w = [[0.1, 0.9, 0.9, 0.1, 0.1], [1.0] * 5, [1.0] * 5]
     assert accuracy_vs_k(samples, labels, [5], weights=w) == {5: pytest.approx(2 / 3)}
+
+
+def test_accuracy_vs_k_both_orders_by_hand():
+    # Votes for the chosen response: "1" when it is shown first, "2" when it is shown second.
+    first = [[1, 1, 2], [1, 1, 1], [2, None, 2]]
+    second = [[1, 2, 2], [1, 1, 1], [2, 2, None]]
+    # item 0: k=1: +1 (first) -1 (second) = 0, tie -> wrong; k=2: 2 + 0 -> right; k=3: 1 + 1 -> right
+    # item 1: always "1" (pure position bias): +k - k = 0 at every k -> wrong
+    # item 2: k=1: -1 + 1 = 0 -> wrong; k=2: -1 + 2 = 1 -> right; k=3: -2 + 2 = 0 -> wrong
+    acc = accuracy_vs_k_both_orders(first, second, [1, 2, 3])
+    assert acc == {1: 0.0, 2: pytest.approx(2 / 3), 3: pytest.approx(1 / 3)}
+    with pytest.raises(BaseRewardError, match="has 3 samples"):
+        accuracy_vs_k_both_orders(first, second, [4])
+    with pytest.raises(BaseRewardError, match="in the other"):
+        accuracy_vs_k_both_orders(first, second[:2], [1])
 
 
 def test_accuracy_vs_k_errors():

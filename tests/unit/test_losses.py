@@ -7,6 +7,7 @@ import torch
 
 from basereward.losses import (
     bradley_terry,
+    judge_loss,
     length_normalize,
     reward_loss,
     zero_coefficient,
@@ -59,3 +60,11 @@ def test_reward_loss_combines_terms():
 def test_length_norm_requires_lengths():
     with pytest.raises(ValueError):
         reward_loss(torch.zeros(1), torch.zeros(1), length_norm=True)
+
+
+def test_judge_loss_hand_values():
+    nll = torch.tensor([0.5, 1.5])
+    odds = torch.tensor([0.0, math.log(3.0)])  # right verdict at p = 1/2 and p = 3/4
+    assert judge_loss(nll, odds).item() == pytest.approx(1.0)  # plain SFT: the mean NLL
+    # + 2 * mean(ln 2, -ln(3/4)) = 2 * (0.693147 + 0.287682) / 2
+    assert judge_loss(nll, odds, verdict_weight=2.0).item() == pytest.approx(1.0 + math.log(2) + math.log(4 / 3))

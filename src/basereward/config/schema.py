@@ -207,6 +207,11 @@ class JudgeConfig:
     """LongCoT: tokens a judgement may take."""
     order_seed: int = 0
     """Training: which half of the pairs show the chosen response second (seeded by pair content)."""
+    verdict_weight: float = 0.0
+    """Training: loss = SFT loss of the judge's turn + verdict_weight * -log sigmoid(log-odds of the
+    right verdict). The SFT loss is a mean over the turn's tokens, so a LongCoT judge's one verdict
+    token is ~1/25 of it; this term puts the decision back at the weight of a Bradley-Terry loss.
+    0 (default): plain SFT."""
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,12 @@ class TrainConfig:
     """DataLoader worker processes."""
     resume: str = ""
     """`auto` = resume from the latest checkpoint in output_dir; or a checkpoint directory."""
+    init_from: str = ""
+    """A saved model to start from (not a checkpoint: no optimizer or step): its trained backbone
+    tensors and mini-vl vocabulary, and its head when both are Naive-RMs with the same head. Train
+    a reward model further on new data, or start a generative judge (`model.paradigm` grm /
+    longcot-grm) from a trained Naive-RM's layers. A resumed run takes everything from its
+    checkpoint instead."""
 
     def grad_accum_steps(self, world_size: int = 1) -> int:
         """Micro-steps per optimizer step so that micro * accum * world = global batch."""

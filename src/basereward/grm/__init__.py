@@ -6,7 +6,7 @@ The modules exported here are pure (strings, numbers, tensors); none of them loa
 * `parse`: `parse_verdict(text) -> Verdict(choice, format_ok, reason, think)`.
 * `stable_reinforce`: `policy_loss`, `policy_loss_stats`, `filter_advantages`, `final_reward`,
   `attempts_needed`, `select_for_rl` (R1-Reward's StableReinforce and its data rule).
-* `voting`: `vote`, `vote_until`, `accuracy_vs_k`.
+* `voting`: `vote`, `vote_until`, `accuracy_vs_k`, `accuracy_vs_k_both_orders`.
 """
 
 from .parse import REASONS, Verdict, parse_verdict, read_choice
@@ -21,11 +21,11 @@ from .stable_reinforce import (
     policy_loss_stats,
     select_for_rl,
 )
-from .voting import EarlyStopVote, accuracy_vs_k, choice_of, vote, vote_until
+from .voting import EarlyStopVote, accuracy_vs_k, accuracy_vs_k_both_orders, choice_of, vote, vote_until
 
 __all__ = [
     "ANSWER_TOKENS", "LOG_RATIO_MAX", "LOG_RATIO_MIN", "PROMPT_STYLES", "REASONS", "EarlyStopVote", "Verdict",
-    "accuracy_vs_k", "attempts_needed", "choice_of", "filter_advantages", "final_reward", "grm_prompt",
+    "accuracy_vs_k", "accuracy_vs_k_both_orders", "attempts_needed", "choice_of", "filter_advantages", "final_reward", "grm_prompt",
     "longcot_prompt", "parse_verdict", "policy_loss", "policy_loss_stats", "read_choice", "select_for_rl",
     "vote", "vote_until",
 ]

@@ -47,6 +47,9 @@ def add_grm_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--max-new-tokens", type=int, default=0, help="0 = the model's judge.max_new_tokens")
     v.add_argument("--limit", type=int, default=0)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--both-orders", action="store_true",
+                   help="k samples with the chosen response shown first and k with it shown second "
+                        "(position bias cancels); default: one order per pair, chosen by its texts")
     _add_critic_and_route(sub)
 
 
@@ -131,30 +134,20 @@ def _rl(args: argparse.Namespace) -> int:
 
 def _voting(args: argparse.Namespace) -> int:
     from ..io import write_json
-    from ..models.generation import sample
-    from .judge import LEAD
-    from .parse import parse_verdict
-    from .rl import _judged
-    from .voting import accuracy_vs_k
+    from .judge import voting_accuracy, voting_draws
 
     model = _load(args.model, "longcot-grm")
     pairs = _pairs(args.pairs, args.limit, args.seed)
-    k_max = max(args.ks)
     max_new = args.max_new_tokens or model.cfg.judge.max_new_tokens
-    per_item, labels = [], []
     t0 = time.time()
-    from tqdm.auto import tqdm
-
-    for i, pair in enumerate(tqdm(pairs, desc="voting", unit="pair", dynamic_ncols=True)):
-        judged, answer = _judged(pair, args.seed)
-        draws = sample(model.backbone, judged, LEAD["longcot-grm"], n=k_max, max_new_tokens=max_new,
-                       temperature=args.temperature, seed=args.seed * 7919 + i)
-        per_item.append([parse_verdict(LEAD["longcot-grm"] + s.text) for s in draws])
-        labels.append(answer)
-    curve = accuracy_vs_k(per_item, labels, args.ks)
-    formats = sum(v.format_ok for item in per_item for v in item) / max(1, sum(len(x) for x in per_item))
+    draws = voting_draws(model.backbone, pairs, max(args.ks), max_new, args.temperature, args.seed,
+                         both_orders=args.both_orders, progress=True)
+    curve = voting_accuracy(draws, args.ks, args.both_orders)
+    drawn = [v for _, d in draws for verdicts in d.values() for v in verdicts]
+    formats = sum(v.format_ok for v in drawn) / max(1, len(drawn))
     result = {"pairs": len(pairs), "accuracy_vs_k": {str(k): curve[k] for k in args.ks}, "format_rate": formats,
-              "temperature": args.temperature, "seconds": round(time.time() - t0, 1)}
+              "both_orders": args.both_orders, "temperature": args.temperature,
+              "seconds": round(time.time() - t0, 1)}
     write_json(args.out, result)
     print(json.dumps(result))
     return 0

@@ -35,7 +35,7 @@ from ..scoring.scorer import pack_batches, progress_bar
 from ..scoring.truncation import count_batch
 from .parse import parse_verdict
 from .prompts import grm_prompt, longcot_prompt
-from .voting import vote
+from .voting import accuracy_vs_k, accuracy_vs_k_both_orders, vote
 
 GENERATIVE = ("grm", "longcot-grm")
 LEAD = {"grm": "<answer>", "longcot-grm": "<think>"}
@@ -82,6 +82,44 @@ def chosen_second(group: Group, seed: int) -> bool:
     h = hashlib.blake2b(f"{seed}\x00{group.prompt}\x00{group.responses[0]}\x00{group.responses[1]}".encode(),
                         digest_size=8).digest()
     return bool(h[0] & 1)
+
+
+def sampled_verdicts(backbone: Any, pair: Any, chosen_first: bool, n: int, max_new_tokens: int,
+                     temperature: float = 1.0, seed: int = 0) -> list[Any]:
+    """n LongCoT judgements of a preference pair, parsed (`Verdict`s), with the chosen response
+    shown as Response 1 (`chosen_first`) or as Response 2."""
+    first, second = (pair.chosen, pair.rejected) if chosen_first else (pair.rejected, pair.chosen)
+    group = judge_group("longcot-grm", pair.to_group(), first, second, LEAD["longcot-grm"])
+    draws = sample(backbone, group, LEAD["longcot-grm"], n=n, max_new_tokens=max_new_tokens,
+                   temperature=temperature, seed=seed)
+    return [parse_verdict(LEAD["longcot-grm"] + d.text) for d in draws]
+
+
+def voting_draws(backbone: Any, pairs: Sequence[Any], n: int, max_new_tokens: int, temperature: float = 1.0,
+                 seed: int = 0, both_orders: bool = False, progress: bool = False) -> list[tuple[bool, dict]]:
+    """The draws of voting@k: per pair, (its own order: is the chosen response shown first, as
+    `chosen_second` decides from its texts; {chosen shown first: n Verdicts}) in its own order
+    only, or in both. Pair i's draws with the chosen response first use seed `seed * 7919 + i`,
+    with it second `seed * 7919 + 100003 + i`."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i, pair in enumerate(tqdm(pairs, desc="voting", unit="pair", dynamic_ncols=True, disable=not progress)):
+        own = not chosen_second(pair.to_group(), seed)
+        draws = {}
+        for chosen_first in ((True, False) if both_orders else (own,)):
+            draws[chosen_first] = sampled_verdicts(backbone, pair, chosen_first, n, max_new_tokens, temperature,
+                                                   seed=seed * 7919 + i + (0 if chosen_first else 100_003))
+        out.append((own, draws))
+    return out
+
+
+def voting_accuracy(draws: Sequence[tuple[bool, dict]], ks: Sequence[int], both_orders: bool) -> dict[int, float]:
+    """{k: accuracy} from `voting_draws`: k votes in each pair's own order (`accuracy_vs_k`), or k
+    in each order (`accuracy_vs_k_both_orders`; needs draws made with both_orders)."""
+    if both_orders:
+        return accuracy_vs_k_both_orders([d[True] for _, d in draws], [d[False] for _, d in draws], ks)
+    return accuracy_vs_k([d[own] for own, d in draws], [1 if own else 2 for own, _ in draws], ks)
 
 
 class JudgeCollator:

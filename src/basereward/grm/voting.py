@@ -115,3 +115,34 @@ def accuracy_vs_k(per_item_samples: Sequence[Sequence[Any]], labels: Sequence[in
             right += choice == label
         out[k] = right / len(per_item_samples)
     return out
+
+
+def accuracy_vs_k_both_orders(chosen_first: Sequence[Sequence[Any]], chosen_second: Sequence[Sequence[Any]],
+                              ks: Sequence[int]) -> dict[int, float]:
+    """{k: accuracy} of voting over k samples in each answer order (2k votes per item).
+
+    chosen_first[i]: item i's samples with the chosen response shown as Response 1 (a vote for
+    the chosen one is 1); chosen_second[i]: shown as Response 2 (a vote for it is 2). An item is
+    right when the votes for the chosen response outnumber those against it; a tie, or no
+    parsable vote, is wrong. A judge that always answers "1" gets every item tied: position bias
+    cancels instead of passing for accuracy (what `judge.both_orders` does when scoring).
+    """
+    if len(chosen_first) != len(chosen_second):
+        raise BaseRewardError(f"accuracy_vs_k_both_orders: {len(chosen_first)} items in one order, "
+                              f"{len(chosen_second)} in the other")
+    if not chosen_first:
+        raise BaseRewardError("accuracy_vs_k_both_orders: no items")
+    out: dict[int, float] = {}
+    for k in ks:
+        if k < 1:
+            raise BaseRewardError(f"accuracy_vs_k_both_orders: k must be >= 1, got {k}")
+        right = 0
+        for i, (a, b) in enumerate(zip(chosen_first, chosen_second)):
+            if len(a) < k or len(b) < k:
+                raise BaseRewardError(f"accuracy_vs_k_both_orders: item {i} has {min(len(a), len(b))} samples, k = {k}")
+            va = [choice_of(s) for s in list(a)[:k]]
+            vb = [choice_of(s) for s in list(b)[:k]]
+            margin = (va.count(1) - va.count(2)) + (vb.count(2) - vb.count(1))
+            right += margin > 0
+        out[k] = right / len(chosen_first)
+    return out

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import ModelConfig, from_dict, to_dict, upgrade_saved_model
 from ..data.schema import Group
-from ..errors import BaseRewardError
+from ..errors import BaseRewardError, ConfigError
 from ..io import finite, read_json, replace_dir, write_json, write_text
 from .backbone import Backbone, build_backbone, last_token_index
 from .head import RewardHead
@@ -41,6 +41,7 @@ class RewardModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+        self._started_from: frozenset[str] = frozenset()  # backbone tensors taken over by init_from
         h = cfg.head
         self.head = RewardHead(
             self.backbone.hidden_size,
@@ -78,11 +79,53 @@ class RewardModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def trainable_backbone_state(self) -> dict[str, torch.Tensor]:
-        """The backbone tensors that training changed (requires_grad, or made by an earlier stage
-        such as alignment: `Backbone.always_saved`), by parameter name."""
+        """The backbone tensors that differ from the base weights, by parameter name: the trained
+        ones (requires_grad), those an earlier stage made (alignment: `Backbone.always_saved`) and
+        those taken over from a saved model (`init_from`)."""
         keep = self.backbone.always_saved
         return {n: p.detach() for n, p in self.backbone.named_parameters()
-                if p.requires_grad or (keep and n.startswith(keep))}
+                if p.requires_grad or (keep and n.startswith(keep)) or n in self._started_from}
+
+    def init_from(self, model_dir: str | Path) -> dict[str, Any]:
+        """Start this model from a saved one (`train.init_from`): its backbone metadata (mini-vl's
+        vocabulary), every backbone tensor it saved, and its head when both are Naive-RMs with the
+        same head shape. The paradigm may differ: a judge can start from a trained Naive-RM's
+        layers. Tensors taken over are saved with this model even where they stay frozen here, so
+        the saved model reloads as trained. Returns what was taken over."""
+        d = Path(model_dir)
+        try:
+            src_cfg, backbone_meta = read_model_config(d)
+        except BaseRewardError as e:
+            raise ConfigError(f"train.init_from: {e}") from None
+        where = f"train.init_from: {d}"
+        if src_cfg.backbone.name != self.cfg.backbone.name:
+            raise ConfigError(f"{where}: a {src_cfg.backbone.name!r} model; this run trains {self.cfg.backbone.name!r}")
+        src_base = read_json(d / CONFIG_NAME).get("base_weights")
+        if src_base != self.backbone.base_weights_id():
+            raise ConfigError(f"{where}: built on base weights {src_base!r}; this run uses "
+                              f"{self.backbone.base_weights_id()!r}")
+        state = _read_tensors(d / BACKBONE_NAME) if (d / BACKBONE_NAME).is_file() else {}
+        head_state = _read_tensors(d / HEAD_NAME)
+        self.backbone.load_metadata(backbone_meta)
+        params = dict(self.backbone.named_parameters())
+        unknown = [n for n in state if n not in params]
+        if unknown:
+            raise ConfigError(f"{where}: its backbone tensors {unknown[:3]} are not in this model "
+                              f"(another model.backbone configuration)")
+        shapes = [f"{n} {tuple(t.shape)} vs {tuple(params[n].shape)}" for n, t in state.items()
+                  if t.shape != params[n].shape]
+        if shapes:
+            raise ConfigError(f"{where}: tensor shapes differ from this model's: {shapes[:2]}")
+        with torch.no_grad():
+            for n, t in state.items():
+                params[n].copy_(t.to(params[n].dtype))
+        self._started_from = frozenset(state)
+        own_head = self.head.state_dict()
+        head = (src_cfg.paradigm == "naive" == self.cfg.paradigm and set(head_state) == set(own_head)
+                and all(head_state[k].shape == own_head[k].shape for k in own_head))
+        if head:
+            self.head.load_state_dict(head_state)
+        return {"model": str(d), "backbone_tensors": len(state), "head": head}
 
     def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None,
                         files: dict[str, str] | None = None) -> Path:

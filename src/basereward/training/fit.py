@@ -23,7 +23,7 @@ import torch
 from .. import metrics
 from ..data.schema import PreferencePair
 from ..errors import TrainingError
-from ..losses import reward_loss
+from ..losses import judge_loss, reward_loss
 from ..memory import peak_memory
 from ..models.reward_model import RewardModel
 from .plan import MicroBatches
@@ -104,7 +104,7 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
             with sync, accelerator.autocast():
                 if generative:
                     out = wrapped(batch).float()  # (B, 2): [target NLL, log-odds of the right verdict]
-                    loss = out[:, 0].mean()
+                    loss = judge_loss(out[:, 0], out[:, 1], cfg.model.judge.verdict_weight)
                     # As a pair of rewards: right when the right verdict is the likelier one.
                     rewards = torch.stack([out[:, 1] / 2, -out[:, 1] / 2], dim=1)
                 else:

@@ -30,9 +30,12 @@ def train(
     """
     run = stages.start_run(cfg, train_pairs, progress)
     model = stages.build_model(cfg, model)
+    started = stages.init_from(run, model)
     opt = stages.optimisation(run, model)
     resumed = stages.resume(run, model, opt)
     start_step, history = resumed if resumed is not None else (0, {})
+    if started is not None and resumed is None:
+        history["init_from"] = started
     if resumed is None:  # a checkpoint already holds what the alignment stage made
         aligned = stages.alignment(run, model)
         if aligned is not None:
@@ -41,7 +44,7 @@ def train(
     with stages.trunk_cache(model.backbone, history):
         step, last = fit(run, model, opt, train_pairs, start_step, history, val_pairs, callbacks)
     result: dict[str, Any] = {"steps": step, "train": last}
-    for key in ("alignment", "trunk_cache"):
+    for key in ("init_from", "alignment", "trunk_cache"):
         if key in history:
             result[key] = history[key]
     if val_pairs:

@@ -2,6 +2,7 @@
 
     start_run      processes, step plan, output folder, the resolved config on disk
     build_model    seeded model construction (backbone, then head)
+    init_from      weights of a saved model to start from (`train.init_from`)
     optimisation   AdamW + warmup-cosine schedule, with the parameter names checkpoints use
     resume         weights, optimizer, scheduler, RNG and step from a checkpoint
     alignment      the backbone's alignment stage on `data.alignment` (fresh runs only)
@@ -110,6 +111,19 @@ def build_model(cfg: Config, model: RewardModel | None) -> RewardModel:
     if model is None:
         model = RewardModel(cfg.model)
     return model.train()
+
+
+def init_from(run: Run, model: RewardModel) -> dict[str, Any] | None:
+    """`train.init_from`: the saved model this run starts from (before any resume, which then
+    replaces the trainable tensors with its checkpoint's); what was taken over, or None."""
+    source = run.cfg.train.init_from
+    if not source:
+        return None
+    started = model.init_from(source)
+    if run.is_main and run.progress:
+        print(f"init_from {source}: {started['backbone_tensors']} backbone tensors"
+              f"{' and the head' if started['head'] else ' (head: new)'}", file=sys.stderr, flush=True)
+    return started
 
 
 def optimisation(run: Run, model: RewardModel) -> Optimisation:
