@@ -13,8 +13,11 @@ with and without each StableReinforce component. Voting@k is measured on the RL 
     python experiments/paradigms.py --model runs/demo/model --data runs/demo/data
     python experiments/paradigms.py --model runs/demo/model --data runs/demo/data --quick   # smoke run
 
-`--start-from-model`: every judge starts from `--model`'s trained layers (`train.init_from`), on all
-of its training pairs (`--n-train 1600 --epochs 3`); the Naive-RM row is `--model` itself.
+`--start-from-model`: every judge starts from `--model`'s trained layers (`train.init_from`); the
+Naive-RM row is `--model` itself. The README's table of judges started from the Naive-RM:
+
+    python experiments/paradigms.py --model runs/demo/model --data runs/demo/data --start-from-model \
+        --verdict-weight 1 --n-train 1600 --epochs 3 --voting-pairs 60 --ks 1 3 5 7
 """
 
 from __future__ import annotations
