@@ -107,18 +107,7 @@ class RewardModel(nn.Module):
         state = _read_tensors(d / BACKBONE_NAME) if (d / BACKBONE_NAME).is_file() else {}
         head_state = _read_tensors(d / HEAD_NAME)
         self.backbone.load_metadata(backbone_meta)
-        params = dict(self.backbone.named_parameters())
-        unknown = [n for n in state if n not in params]
-        if unknown:
-            raise ConfigError(f"{where}: its backbone tensors {unknown[:3]} are not in this model "
-                              f"(another model.backbone configuration)")
-        shapes = [f"{n} {tuple(t.shape)} vs {tuple(params[n].shape)}" for n, t in state.items()
-                  if t.shape != params[n].shape]
-        if shapes:
-            raise ConfigError(f"{where}: tensor shapes differ from this model's: {shapes[:2]}")
-        with torch.no_grad():
-            for n, t in state.items():
-                params[n].copy_(t.to(params[n].dtype))
+        _copy_into(self.backbone, state, where, ConfigError)
         self._started_from = frozenset(state)
         own_head = self.head.state_dict()
         head = (src_cfg.paradigm == "naive" == self.cfg.paradigm and set(head_state) == set(own_head)
@@ -184,14 +173,7 @@ class RewardModel(nn.Module):
             raise BaseRewardError(f"{d / HEAD_NAME}: does not fit this model's head ({str(e).splitlines()[0]})") from None
         if not (d / BACKBONE_NAME).is_file():
             return
-        state = _read_tensors(d / BACKBONE_NAME)
-        params = dict(self.backbone.named_parameters())
-        missing = [n for n in state if n not in params]
-        if missing:
-            raise BaseRewardError(f"{d}: saved backbone tensors not in the model: {missing[:3]}")
-        with torch.no_grad():
-            for n, t in state.items():
-                params[n].copy_(t.to(params[n].dtype))
+        _copy_into(self.backbone, _read_tensors(d / BACKBONE_NAME), str(d), BaseRewardError)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device | None = None) -> "RewardModel":
@@ -201,6 +183,24 @@ class RewardModel(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def _copy_into(backbone: nn.Module, state: dict[str, torch.Tensor], where: str,
+               error: type[BaseRewardError]) -> None:
+    """Copy saved tensors into the backbone's parameters of the same names, or raise `error` (one
+    line) when a name is not a parameter here or a shape differs (another backbone configuration)."""
+    params = dict(backbone.named_parameters())
+    unknown = [n for n in state if n not in params]
+    if unknown:
+        raise error(f"{where}: saved backbone tensors not in the model: {unknown[:3]} "
+                    f"(another model.backbone configuration)")
+    shapes = [f"{n} {tuple(t.shape)} vs {tuple(params[n].shape)}" for n, t in state.items()
+              if t.shape != params[n].shape]
+    if shapes:
+        raise error(f"{where}: saved tensor shapes differ from this model's: {shapes[:2]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].dtype))
 
 
 def _replaceable(path: Path) -> bool:
