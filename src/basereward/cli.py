@@ -120,10 +120,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "synth":
-        from .data.synthetic import generate, generate_heldout
+        from dataclasses import replace
 
-        make = generate_heldout if args.distribution == "heldout" else generate
-        pairs = make(args.out, n_pairs=args.n, seed=args.seed)
+        from .data.synthetic import Variety, generate, generate_heldout
+        from .demo import full_variety
+        from .errors import ConfigError
+
+        if args.distribution == "heldout":
+            if args.varied or args.twins:
+                raise ConfigError("data synth: --varied and --twins are options of the training distribution")
+            pairs = generate_heldout(args.out, n_pairs=args.n, seed=args.seed)
+        else:
+            if not 0.0 <= args.twins <= 1.0:
+                raise ConfigError(f"data synth: --twins must be in [0, 1], got {args.twins}")
+            variety = full_variety() if args.varied else Variety()
+            variety = replace(variety, twins=args.twins)
+            pairs = generate(args.out, n_pairs=args.n, seed=args.seed, variety=variety)
         print(f"wrote {len(pairs)} pairs to {Path(args.out) / 'pairs.jsonl'}")
     elif args.data_cmd == "hh-rlhf":
         from .data.sources.hh_rlhf import write_hh_split
@@ -234,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--distribution", choices=["train", "heldout"], default="train",
                    help="heldout: unseen wording, padded answers, new layouts and colour/shape combinations")
+    d.add_argument("--varied", action="store_true", help="the varied training generator of `demo --varied-data`: "
+                   "paraphrases, neutral padding, varied layouts, the held-out combinations left out")
+    d.add_argument("--twins", type=float, default=0.0, metavar="P",
+                   help="probability that a pair is followed by its counterfactual twin: the same texts over a "
+                        "picture in which the other answer is true, chosen and rejected swapped")
     d = dsub.add_parser("hh-rlhf", help="write the seeded HH-RLHF train/validation split as pair files")
     d.add_argument("--out", required=True)
     d.add_argument("--source", default=None)

@@ -28,6 +28,7 @@ from basereward.data.synthetic.shape_tasks import (
     build_object,
     build_spatial,
 )
+from basereward.data.synthetic.twins import avoid_for, twin_draft
 from basereward.data.synthetic.variety import Variety, varied_draft
 
 SOURCE = "synthetic"
@@ -62,7 +63,7 @@ assert set(_TASKS) == set(CATEGORIES)
 # Separate random streams per purpose (seed, stream[, index]) so none shares draws with another.
 # Stream 2 was the image-shuffling control, now in eval/controls.py; 3 is `Variety`'s wording,
 # padding and layout; 10-12 are the held-out distribution's (heldout.py).
-_STREAM_PAIRS, _STREAM_CATEGORIES, _STREAM_VARIETY = 0, 1, 3
+_STREAM_PAIRS, _STREAM_CATEGORIES, _STREAM_VARIETY, _STREAM_TWINS = 0, 1, 3, 4
 
 
 def task_builder(category: str) -> Callable[[np.random.Generator, int], Draft]:
@@ -109,6 +110,30 @@ def make_example(seed: int, index: int, category: str, image_size: int = 224,
     return Example(draft.prompt, draft.chosen, draft.rejected, category, draft.image, image_format, draft.meta)
 
 
+def _examples(cats: Sequence[str], seed: int, image_size: int, variety: Variety | None, n_pairs: int):
+    """The examples of a set in order: pair k of `cats` is `make_example(seed, k, cats[k])`; with
+    `variety.twins`, each is followed (with that probability, when its category has one) by its
+    counterfactual twin, until `n_pairs` are made."""
+    twins = variety.twins if variety is not None else 0.0
+    made = 0
+    for k, category in enumerate(cats):
+        if made == n_pairs:
+            return
+        ex = make_example(seed, k, category, image_size, variety)
+        yield ex
+        made += 1
+        if made == n_pairs or not twins:
+            continue
+        rng = np.random.default_rng([seed, _STREAM_TWINS, k])
+        if rng.random() >= twins:
+            continue
+        draft = Draft(ex.prompt, ex.chosen, ex.rejected, ex.image, ex.meta)
+        twin = twin_draft(category, draft, rng, avoid_for(variety.exclude_heldout_combos))
+        if twin is not None:
+            yield Example(twin.prompt, twin.chosen, twin.rejected, category, twin.image, ex.image_format, twin.meta)
+            made += 1
+
+
 def save_image(ex: Example, stem: str) -> str:
     """Write the example's image as `stem`.png or `stem`.jpg; returns the absolute path."""
     if ex.image_format == "jpeg":
@@ -144,10 +169,11 @@ def generate(
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
 
-    pairs, grounded = [], []
-    bar = tqdm(cats, desc="synthetic pairs", file=sys.stderr, disable=not progress)
-    for index, category in enumerate(bar):
-        ex = make_example(seed, index, category, image_size, variety)
+    pairs: list[PreferencePair] = []
+    grounded: list[GroundedImage] = []
+    bar = tqdm(total=n_pairs, desc="synthetic pairs", file=sys.stderr, disable=not progress)
+    for ex in _examples(cats, seed, image_size, variety, n_pairs):
+        index, category = len(pairs), ex.category
         pair_id = f"synth-s{seed}-{index:06d}"
         path = save_image(ex, os.path.join(image_dir, pair_id))
         pairs.append(
@@ -163,6 +189,8 @@ def generate(
         )
         # A varied layout draws its own canvas size.
         grounded.append(GroundedImage(path, example_regions(ex, ex.image.size[0])))
+        bar.update(1)
+    bar.close()
     save_pairs(pairs, os.path.join(out_dir, "pairs.jsonl"))
     save_regions(grounded, os.path.join(out_dir, "regions.jsonl"))
     return pairs

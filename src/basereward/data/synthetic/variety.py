@@ -35,10 +35,15 @@ class Variety:
     tint and texture, shade, object scale, clustered placement, chart style)."""
     exclude_heldout_combos: bool = False
     """No pair shows or names a combination in `combos.HELDOUT_COMBOS`."""
+    twins: float = 0.0
+    """Probability that a pair is followed by its counterfactual twin (`twins.py`): the same texts
+    over a re-rendered picture in which the other answer is true, chosen and rejected swapped.
+    The number of pairs stays `n_pairs`; twins take the place of independent pairs."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.pad <= 1.0:
-            raise ValueError(f"Variety.pad must be in [0, 1], got {self.pad}")
+        for name in ("pad", "twins"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Variety.{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def is_default(self) -> bool:
