@@ -21,8 +21,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/basereward demo
 
-# The longer recipe (~35 min on 2 cores): varied data, a third epoch, a text RM behind a modality
-# router. Extra settings go through ARGS, e.g. `make demo-full ARGS="train.seed=7"`.
+# The same recipe on twice the visual training pairs (3,200). Extra settings go through ARGS,
+# e.g. `make demo-full ARGS="train.seed=7"`.
 demo-full: $(STAMP)
 	$(BIN)/basereward demo --full --out runs/demo-full $(ARGS)
 

@@ -123,7 +123,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         from .data.synthetic import Variety, generate, generate_heldout
-        from .demo import full_variety
+        from .demo import varied_variety
         from .errors import ConfigError
 
         if args.distribution == "heldout":
@@ -133,7 +133,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         else:
             if not 0.0 <= args.twins <= 1.0:
                 raise ConfigError(f"data synth: --twins must be in [0, 1], got {args.twins}")
-            variety = full_variety() if args.varied else Variety()
+            variety = varied_variety() if args.varied else Variety()
             variety = replace(variety, twins=args.twins)
             pairs = generate(args.out, n_pairs=args.n, seed=args.seed, variety=variety)
         print(f"wrote {len(pairs)} pairs to {Path(args.out) / 'pairs.jsonl'}")
@@ -184,10 +184,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import full_variety, run_demo
+    from .data.synthetic import Variety
+    from .demo import run_demo, varied_variety
 
-    variety = full_variety() if args.varied_data else None
-    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full)
+    variety = varied_variety() if args.varied_data else Variety() if args.plain_data else None
+    run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full,
+             text_rm=not args.no_text_rm)
     return 0
 
 
@@ -299,10 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate data, train the embedded default, evaluate, save runs/demo/model")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a tiny run (smoke test), not the real demo")
-    p.add_argument("--varied-data", action="store_true", help="train on the varied generator (paraphrases, "
-                   "padding, layouts, held-out colour/shape combinations left out); experimental")
-    p.add_argument("--full", action="store_true", help="the longer recipe (~30 min): varied training data, a third "
-                   "epoch, and a text RM for text-only pairs behind a modality router (<out>/router)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--varied-data", action="store_true", help="train on the varied generator without its "
+                      "counterfactual twins (paraphrases, padding, layouts, held-out combinations left out)")
+    data.add_argument("--plain-data", action="store_true", help="train on the plain generator (one house style "
+                      "and wording: the demo's data before issue 13)")
+    p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs")
+    p.add_argument("--no-text-rm", action="store_true", help="one model trained on visual + HH-RLHF pairs, no text "
+                   "RM and no router")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_demo)
     return ap

@@ -26,11 +26,15 @@ from .scoring.truncation import truncation_lines, truncation_summary
 
 SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint splits
 
-# `basereward demo --full`: the same recipe, longer. The training pairs come from the varied
-# generator (paraphrases, padding, layouts: data/synthetic/variety.py), mini-vl trains a third
-# epoch, and a text reward model (the same backbone without images, trained on all HH-RLHF
-# training pairs) joins it behind a modality router: the paper's text RM for text-only pairs.
-FULL_OVERRIDES = ("train.epochs=3",)
+# The demo's recipe (issue 13: transfer to the held-out distribution within 15 minutes). mini-vl
+# trains on the visual pairs alone, from the varied generator with counterfactual twins
+# (`demo_variety`), for three epochs; a text reward model (the same backbone without images,
+# trained on the HH-RLHF training pairs) joins it behind a modality router: the paper's text RM
+# for text-only pairs. `--full` is the same recipe on twice the visual pairs.
+DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
+# `--no-text-rm`: one model, HH-RLHF pairs mixed into its training (configs/demo.yaml's text_ratio).
+SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
+FULL_VISUAL_PAIRS = 3200
 TEXT_RM_OVERRIDES = (
     # No images: the `words` projector (which needs the alignment stage) is never used, so the
     # plain one stands in, untrained; every HH-RLHF training pair, no validation split.
@@ -42,10 +46,19 @@ TEXT_RM_OVERRIDES = (
 )
 
 
-def full_variety() -> Any:
+def varied_variety() -> Any:
+    """`--varied-data`: paraphrases, neutral padding, varied layouts, held-out combinations left out."""
     from .data.synthetic import Variety
 
     return Variety(paraphrase=True, pad=0.5, layout=True, exclude_heldout_combos=True)
+
+
+def demo_variety() -> Any:
+    """The demo's training generator: `varied_variety` with a counterfactual twin after every pair
+    that has one (data/synthetic/twins.py)."""
+    from dataclasses import replace
+
+    return replace(varied_variety(), twins=1.0)
 
 
 def demo_config_path() -> Path:
@@ -106,14 +119,18 @@ def train_text_rm(out: Path, hh_train: str | Path, overrides: Sequence[str] = ()
 
 
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
-             n_train: int = 0, n_heldout: int = 0, variety: Any = None, full: bool = False) -> dict:
-    """`variety`: a `data.synthetic.Variety` for the training and validation pairs (None: the
-    default; `full` uses `full_variety()`). `full`: the longer recipe (FULL_OVERRIDES, a text RM
-    and the modality router in `<out>/router`)."""
+             n_train: int = 0, n_heldout: int = 0, variety: Any = None, full: bool = False,
+             text_rm: bool = True) -> dict:
+    """The demo's recipe (DEMO_OVERRIDES on configs/demo.yaml, a text RM and the modality router
+    in `<out>/router`, which is what the held-out splits are scored with).
+
+    `variety`: a `data.synthetic.Variety` for the training and validation pairs (None:
+    `demo_variety()`). `full`: FULL_VISUAL_PAIRS visual training pairs. `text_rm=False`: one
+    model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES), no router.
+    """
     user_overrides = list(overrides)
-    if full:
-        variety = variety if variety is not None else full_variety()
-        overrides = [*FULL_OVERRIDES, *overrides]
+    variety = variety if variety is not None else demo_variety()
+    overrides = [*(DEMO_OVERRIDES if text_rm else SINGLE_MODEL_OVERRIDES), *overrides]
     from .data.pairs import load_pairs
     from .data.sources.hh_rlhf import write_hh_split
     from .data.synthetic import generate
@@ -124,7 +141,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     t0 = time.time()
     out = Path(out_dir)
     data_dir = out / "data"
-    n_train = n_train or (64 if quick else 1600)
+    n_train = n_train or (64 if quick else FULL_VISUAL_PAIRS if full else 1600)
     n_val = 32 if quick else 200
     n_heldout = n_heldout or (32 if quick else 400)
     print(f"[demo] 1/4 data -> {data_dir}", flush=True)
@@ -151,30 +168,13 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"[demo] 2/4 training mini-vl on {len(pairs)} pairs ({n_mm} visual, {len(pairs) - n_mm} text)", flush=True)
     result = train(cfg, pairs, val)
     model_dir = out / "model"
-
     copy_dir(result["model_dir"], model_dir)
 
-    print("[demo] 3/4 evaluating held-out splits", flush=True)
     from .models.reward_model import RewardModel
 
     scorer = Scorer(RewardModel.from_pretrained(model_dir), batch_size=32, progress=True)
-    hh_val = load_pairs(hh_val_path)
-    if quick:
-        hh_val = hh_val[:16]
-
-    # The shuffled split reuses the held-out images: encode them once for both (a no-op on a
-    # backbone without an image-feature cache).
-    scorer.model.backbone.cache_image_features([img for p in (*heldout, *heldout_dist) for img in p.images],
-                                               progress=True, desc="held-out: encode images")
-    results = {
-        **evaluate_splits(scorer, heldout, hh_val, heldout_dist=heldout_dist),
-        "train": result,
-        "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val)},
-        "truncation": truncation_summary(scorer),
-        "minutes": round((time.time() - t0) / 60, 2),
-        "model_dir": str(model_dir),
-    }
-    if full:
+    source: Any = scorer
+    if text_rm:
         from .ensemble.router import ModalityRouter
 
         # The text RM takes the user's training overrides (lr, seed, ...), not their data, output
@@ -182,16 +182,29 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         own = ("data.", "train.output_dir", "model.backbone.mini_vl.")
         text_dir = train_text_rm(out, hh_train_path, [o for o in user_overrides if not o.startswith(own)], quick=quick)
         text_scorer = Scorer(RewardModel.from_pretrained(text_dir), batch_size=32, progress=True)
-        router = ModalityRouter(text_scorer, scorer, text_name="text-model", multimodal_name="model",
+        source = ModalityRouter(text_scorer, scorer, text_name="text-model", multimodal_name="model",
                                 text_path=str(text_dir.resolve()), multimodal_path=str(model_dir.resolve()))
-        router.save(str(out / "router"))
-        hh_scores = score_pairs(router, hh_val)
-        results["router"] = {
-            "HH-RLHF harmless validation": pair_accuracy([c for c, _ in hh_scores], [r for _, r in hh_scores]),
-            "routing": router.routing_report(),
-            "path": str(out / "router"),
-        }
-        results["minutes"] = round((time.time() - t0) / 60, 2)
+        source.save(str(out / "router"))
+
+    print("[demo] 3/4 evaluating held-out splits" + (" (through the router)" if text_rm else ""), flush=True)
+    hh_val = load_pairs(hh_val_path)
+    if quick:
+        hh_val = hh_val[:16]
+    # The shuffled split reuses the held-out images: encode them once for both (a no-op on a
+    # backbone without an image-feature cache).
+    scorer.model.backbone.cache_image_features([img for p in (*heldout, *heldout_dist) for img in p.images],
+                                               progress=True, desc="held-out: encode images")
+    results = {
+        **evaluate_splits(source, heldout, hh_val, heldout_dist=heldout_dist),
+        "train": result,
+        "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val)},
+        "truncation": truncation_summary(source),
+        "model_dir": str(model_dir),
+    }
+    if text_rm:
+        results["router"] = {"routing": source.routing_report(), "path": str(out / "router"),
+                             "text_model_dir": str(text_dir)}
+    results["minutes"] = round((time.time() - t0) / 60, 2)
     # default=str: the training result holds paths.
     write_json(out / "results.json", finite(results), default=str)
     print("[demo] 4/4 results")
@@ -208,9 +221,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     print(f"{'  accuracy / images shuffled':<{width}}  {100 * dist['accuracy']:7.1f}%  / {100 * dist['shuffled']:.1f}%")
     for k, v in dist["per_category"].items():
         print(f"  {k:<{width - 2}}  {100 * v:7.1f}%  / {100 * dist['per_category_shuffled'][k]:.1f}%")
-    if full:
-        hh = results["router"]["HH-RLHF harmless validation"]
-        print(f"{'HH-RLHF, text RM via the router':<{width}}  {100 * hh:7.1f}%  (router: {out / 'router'})")
-    print("\n".join(truncation_lines(scorer)))
-    print(f"model saved to {model_dir}; results in {out / 'results.json'}; {results['minutes']} min")
+    print("\n".join(truncation_lines(source)))
+    saved = f"router saved to {out / 'router'} (text pairs -> {text_dir}, image pairs -> {model_dir})" if text_rm \
+        else f"model saved to {model_dir}"
+    print(f"{saved}; results in {out / 'results.json'}; {results['minutes']} min")
     return results

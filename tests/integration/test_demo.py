@@ -57,9 +57,12 @@ def test_evaluate_splits_by_hand():
 
 @pytest.mark.slow
 def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path):
+    from basereward.load import load_scorer
+    from basereward.scoring.interface import score_pairs
+
     shared_data_path(f"hh-rlhf/{HH_FILE}")  # the demo writes its HH-RLHF split from this file
     out = tmp_path / "demo"
-    results = run_demo(out_dir=str(out), quick=True)
+    results = run_demo(out_dir=str(out), quick=True, overrides=["train.seed=3"])
 
     # What is saved is what is returned (paths written as strings).
     saved = json.loads((out / "results.json").read_text())
@@ -67,7 +70,7 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
 
     counts = results["counts"]
     assert (counts["heldout"], counts["hh_val"], counts["train_visual"]) == (32, 16, 64)
-    assert counts["train_pairs"] > counts["train_visual"]  # the HH-RLHF text pairs are mixed in
+    assert counts["train_pairs"] == counts["train_visual"]  # mini-vl trains on the visual pairs alone
     acc = results["accuracy"]
     assert set(acc) == set(SPLITS)
     # Accuracies are whole pairs out of the split sizes.
@@ -81,11 +84,26 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
     weighted = sum(results["per_category"][c] * n for c, n in sizes.items()) / sum(sizes.values())
     assert weighted == pytest.approx(acc[SPLITS[0]])
 
-    # The saved model is the one evaluated: re-scoring the HH split (text only) gives its accuracy.
+    # The training pairs come with their counterfactual twins: the same texts, answers swapped.
+    train_pairs = load_pairs(out / "data" / "synth-train" / "pairs.jsonl")
+    assert any((a.prompt, a.chosen, a.rejected) == (b.prompt, b.rejected, b.chosen) and a.images != b.images
+               for a, b in zip(train_pairs, train_pairs[1:]))
+
+    # The saved router is what was evaluated: image pairs go to the saved mini-vl model, the
+    # text-only HH pairs to the text RM, and each scores as the model alone does.
     model = RewardModel.from_pretrained(out / "model")
+    text_model = RewardModel.from_pretrained(out / "text-model")
+    assert text_model.backbone.cfg.mini_vl.projector == "mlp"
+    router = load_scorer(out / "router", batch_size=32)
     hh_val = load_pairs(out / "data" / "hh-rlhf" / "hh_val.jsonl")[:16]
-    scores = Scorer(model, batch_size=32).score(hh_val)
-    assert pair_accuracy([c for c, _ in scores], [r for _, r in scores]) == acc[SPLITS[2]]
+    text = Scorer(text_model, batch_size=32).score(hh_val)
+    routed = score_pairs(router, hh_val)
+    assert [s for pair in routed for s in pair] == pytest.approx([s for pair in text for s in pair], abs=1e-5)
+    assert acc[SPLITS[2]] == pair_accuracy([c for c, _ in text], [r for _, r in text])
+    heldout = load_pairs(out / "data" / "synth-heldout" / "pairs.jsonl")
+    own = Scorer(model, batch_size=32).score(heldout)
+    assert acc[SPLITS[0]] == pair_accuracy([c for c, _ in own], [r for _, r in own])
+    assert results["router"]["routing"]["text"] >= 16
 
     # The alignment stage ran on the generator's grounded captions and its vocabulary was saved.
     assert (out / "data" / "synth-train" / "regions.jsonl").is_file()
@@ -94,29 +112,21 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
 
 
 @pytest.mark.slow
-def test_quick_full_demo_routes_text_pairs_to_its_text_rm(tmp_path, shared_data_path):
+def test_quick_single_model_demo_mixes_text_pairs_in(tmp_path, shared_data_path):
+    from basereward.data.synthetic import Variety
     from basereward.data.synthetic.paraphrases import TRAIN_BANK
-    from basereward.load import load_scorer
-    from basereward.scoring.interface import score_pairs
 
     shared_data_path(f"hh-rlhf/{HH_FILE}")
-    out = tmp_path / "full"
-    results = run_demo(out_dir=str(out), quick=True, full=True, overrides=["train.seed=3"])
+    out = tmp_path / "single"
+    results = run_demo(out_dir=str(out), quick=True, text_rm=False, variety=Variety())
 
-    # The longer recipe: varied training pairs (the training bank's padding sentences appear).
+    counts = results["counts"]
+    assert counts["train_pairs"] > counts["train_visual"] == 64  # the HH-RLHF text pairs are mixed in
+    assert "router" not in results and not (out / "router").exists() and not (out / "text-model").exists()
+    # The plain generator: no padding sentence of the training bank.
     train_pairs = load_pairs(out / "data" / "synth-train" / "pairs.jsonl")
-    assert any(pad in pair.chosen + pair.rejected for pair in train_pairs for pad in TRAIN_BANK["pad"])
-    # The text RM trained on HH-RLHF pairs only, with the user's seed.
-    text_model = RewardModel.from_pretrained(out / "text-model")
-    assert text_model.backbone.cfg.mini_vl.projector == "mlp"
-
-    # The saved router sends the text-only HH pairs to the text RM: its HH accuracy is that
-    # model's, and scoring through the router gives the text RM's own scores.
+    assert not any(pad in pair.chosen + pair.rejected for pair in train_pairs for pad in TRAIN_BANK["pad"])
+    # The saved model is the one evaluated: re-scoring the HH split (text only) gives its accuracy.
     hh_val = load_pairs(out / "data" / "hh-rlhf" / "hh_val.jsonl")[:16]
-    text = Scorer(text_model, batch_size=32).score(hh_val)
-    routed = score_pairs(load_scorer(out / "router", batch_size=32), hh_val)
-    assert [s for pair in routed for s in pair] == pytest.approx([s for pair in text for s in pair], abs=1e-5)
-    assert results["router"]["HH-RLHF harmless validation"] == pair_accuracy([c for c, _ in text], [r for _, r in text])
-    assert results["router"]["routing"]["text"] == 16 and results["router"]["routing"]["multimodal"] == 0
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["router"]["HH-RLHF harmless validation"] == results["router"]["HH-RLHF harmless validation"]
+    scores = Scorer(RewardModel.from_pretrained(out / "model"), batch_size=32).score(hh_val)
+    assert pair_accuracy([c for c, _ in scores], [r for _, r in scores]) == results["accuracy"][SPLITS[2]]

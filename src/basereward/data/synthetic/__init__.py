@@ -17,7 +17,8 @@ charts, photos), `base` (what the task builders share), `shape_tasks`, `chart_ta
 `photo_task` (one builder per category), `captions` (grounded regions of each image).
 Transfer: `heldout` (the held-out distribution: its own wording, padding, layouts and colour/shape
 combinations), `variety` (the training generator's options: paraphrases, padding, layouts, held-out
-combinations left out), `rephrase` (wording from facts with any bank), `paraphrases` (the training
+combinations left out, counterfactual twins), `twins` (the same texts over a picture in which the
+other answer is true), `rephrase` (wording from facts with any bank), `paraphrases` (the training
 bank), `layouts` (re-rendering facts in another style), `combos` (the held-out combinations).
 """
 
