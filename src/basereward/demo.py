@@ -172,7 +172,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
 
     from .models.reward_model import RewardModel
 
-    scorer = Scorer(RewardModel.from_pretrained(model_dir), batch_size=32, progress=True)
+    scorer = Scorer(RewardModel.from_pretrained(model_dir), batch_size=32, progress=True, name="model")
     source: Any = scorer
     if text_rm:
         from .ensemble.router import ModalityRouter
@@ -181,7 +181,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
         # folder or image settings.
         own = ("data.", "train.output_dir", "model.backbone.mini_vl.")
         text_dir = train_text_rm(out, hh_train_path, [o for o in user_overrides if not o.startswith(own)], quick=quick)
-        text_scorer = Scorer(RewardModel.from_pretrained(text_dir), batch_size=32, progress=True)
+        text_scorer = Scorer(RewardModel.from_pretrained(text_dir), batch_size=32, progress=True, name="text-model")
         source = ModalityRouter(text_scorer, scorer, text_name="text-model", multimodal_name="model",
                                 text_path=str(text_dir.resolve()), multimodal_path=str(model_dir.resolve()))
         source.save(str(out / "router"))
