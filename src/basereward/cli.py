@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(p)
     p.set_defaults(func=run_serve_command)
 
-    p = sub.add_parser("demo", help="generate data, train the embedded default, evaluate, save runs/demo/model")
+    p = sub.add_parser("demo", help="generate data, train the embedded default and a text RM, evaluate, "
+                       "save runs/demo/router")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a tiny run (smoke test), not the real demo")
     data = p.add_mutually_exclusive_group()

@@ -61,6 +61,20 @@ def _stated(category: str, meta: dict) -> object:
     return True
 
 
+def _claims(category: str, meta: dict) -> tuple[object, object]:
+    """(what the chosen answer states, what the rejected one states), from the meta record."""
+    if category == "hallucination/existence":
+        return meta["present"], not meta["present"]
+    if category != "reasoning/chart":
+        return meta["true"], meta["fake"]
+    bars = meta["bars"]
+    if meta["kind"] == "tallest":
+        return bars[meta["target"]]["colour"], meta["fake"]
+    if meta["kind"] == "value":
+        return bars[meta["target"]]["value"], meta["fake"]
+    return [bars[i]["value"] for i in meta["target"]], list(meta["fake"])
+
+
 def test_each_twin_swaps_the_answers_and_makes_the_other_one_true(twinned):
     examples = list(S.generator._examples(S.assign_categories(240, 5), 5, 224, TWINNED, 240))
     assert [(e.prompt, e.chosen, e.rejected) for e in examples] == [(p.prompt, p.chosen, p.rejected) for p in twinned]
@@ -71,7 +85,10 @@ def test_each_twin_swaps_the_answers_and_makes_the_other_one_true(twinned):
         n_twins += 1
         assert ex.category == prev.category in TWIN_CATEGORIES
         assert (ex.prompt, ex.chosen, ex.rejected) == (prev.prompt, prev.rejected, prev.chosen)
-        # Each picture shows what its chosen answer states.
+        # The twin's chosen answer is the pair's rejected one, so it states what that one did ...
+        chosen, rejected = _claims(ex.category, ex.meta)
+        assert (chosen, rejected) == tuple(reversed(_claims(prev.category, prev.meta)))
+        # ... and each picture shows what its chosen answer states.
         for e in (prev, ex):
             assert _truth(e.category, e.meta) == _stated(e.category, e.meta), (e.category, e.meta)
         assert not np.array_equal(np.asarray(prev.image.resize((64, 64))), np.asarray(ex.image.resize((64, 64))))
@@ -104,7 +121,8 @@ def test_counterfactual_meta_by_hand():
     assert [b["value"] for b in flipped["bars"]] == [70, 40] and flipped["target"] == 0 and flipped["fake"] == "blue"
     value = counterfactual_meta("reasoning/chart", {**chart, "kind": "value", "target": 0, "fake": 60}, rng)
     assert value["bars"][0]["value"] == 60 and value["fake"] == 40
-    alone = {"objects": [{"shape": "star", "colour": "red"}], "query": {"shape": "star", "colour": "red"}, "present": True}
+    alone = {"objects": [{"shape": "star", "colour": "red"}], "query": {"shape": "star", "colour": "red"},
+             "present": True}
     gone = counterfactual_meta("hallucination/existence", alone, rng)
     o = gone["objects"][0]
     assert gone["present"] is False and (o["shape"], o["colour"]) != ("star", "red")
