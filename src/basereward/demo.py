@@ -1,12 +1,15 @@
 """`basereward demo`: the whole recipe on the embedded default, end to end on a laptop CPU.
 
-1. generate multimodal preference pairs (train, validation and a held-out split with another
-   seed) and write the seeded HH-RLHF train/validation split;
-2. train mini-vl (EfficientNet-Lite0 -> projector -> SmolLM2-135M-Instruct) on visual + text pairs
-   with configs/demo.yaml;
-3. score the held-out visual split, the same pairs with images shuffled between pairs (how much
-   of the accuracy comes from the image) and the HH-RLHF validation split;
-4. print a table, save `results.json` and the model to `<out>/model`.
+1. generate multimodal preference pairs (train and validation from the varied generator with
+   counterfactual twins, a held-out split with another seed, the held-out distribution) and
+   write the seeded HH-RLHF train/validation split;
+2. train mini-vl (EfficientNet-Lite0 -> projector -> SmolLM2-135M-Instruct) on the visual pairs
+   with configs/demo.yaml + DEMO_OVERRIDES, and a text RM on the HH-RLHF pairs; save the modality
+   router over the two (`--no-text-rm`: one model on visual + text pairs);
+3. score, through the router, the held-out visual split, the same pairs with images shuffled
+   between pairs (how much of the accuracy comes from the image), the held-out distribution and
+   the HH-RLHF validation split;
+4. print a table, save `results.json`, the models and `<out>/router`.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def evaluate_splits(source: RewardSource, heldout: Sequence[PreferencePair], hh_
 
 
 def train_text_rm(out: Path, hh_train: str | Path, overrides: Sequence[str] = (), quick: bool = False) -> Path:
-    """The text reward model of `--full`: demo.yaml's backbone and schedule on the HH-RLHF
+    """The demo's text reward model: demo.yaml's backbone and schedule on the HH-RLHF
     training pairs alone; returns its model directory (`<out>/text-model`)."""
     from .data.pairs import load_pairs
     from .training.loop import train
