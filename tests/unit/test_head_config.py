@@ -247,3 +247,29 @@ def test_cell_targets_name_a_region_in_every_cell_or_once_at_its_centre():
     # Red star: centre (0.5, 0.25) -> cell 1; covers cells 0 and 1. Blue circle: centre cell 0.
     assert cell_targets(item2, 2, 3, tok, position, fill, naming="centre").tolist()[:2] == [[blue, circle, red], [red, star, fill]]
     assert cell_targets(item2, 2, 3, tok, position, fill).tolist()[:2] == [[red, star, blue], [red, star, fill]]
+
+
+def test_head_rewards_stay_float32_under_bf16_autocast():
+    # A bf16 reward keeps ~3 significant digits: the head runs in float32 even inside autocast.
+    torch.manual_seed(0)
+    head = RewardHead(16, num_layers=2, activation="silu", zero_init_last=False)
+    x = torch.randn(4, 16)
+    plain = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = head(x)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, plain)
+
+
+def test_mixed_precision_settings_resolve_per_machine(monkeypatch):
+    from basereward.training import stages
+
+    # Explicit settings pass through; `auto` never picks bf16 on a CPU (exact fp32 by default).
+    for setting in ("no", "bf16", "fp16"):
+        assert stages.resolve_mixed_precision(setting, cuda=False) == setting
+    for native in (True, False):
+        monkeypatch.setattr(stages, "cpu_has_native_bf16", lambda native=native: native)
+        assert stages.resolve_mixed_precision("auto", cuda=False) == "no"
+        assert stages.resolve_mixed_precision("bf16-where-fast", cuda=False) == ("bf16" if native else "no")
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config(None, ["train.mixed_precision=bf17"])

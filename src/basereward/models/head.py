@@ -42,6 +42,8 @@ class RewardHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, H) -> (B,) rewards, computed in the head's dtype."""
+        """(B, H) -> (B,) rewards, computed in the head's dtype, also under autocast (a bf16
+        reward has ~3 significant digits: too coarse for the small chosen-rejected gaps)."""
         w = self.net[-1].weight
-        return self.net(pooled.to(w.dtype)).squeeze(-1)
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.net(pooled.to(w.dtype)).squeeze(-1)

@@ -67,10 +67,21 @@ class Optimisation:
     """Optimizer parameter index -> parameter name (how checkpoints key the optimizer state)."""
 
 
-def _mixed_precision(setting: str) -> str:
-    if setting != "auto":
+def cpu_has_native_bf16() -> bool:
+    """True on a CPU with AMX tiles and AVX-512 bf16 (where oneDNN runs bf16 matmuls natively)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return all(c is not None and bool(c()) for c in checks)
+
+
+def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
+    """The Accelerate `mixed_precision` a `train.mixed_precision` setting means on this machine."""
+    if setting not in ("auto", "bf16-where-fast"):
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if setting == "bf16-where-fast" and cpu_has_native_bf16() else "no"
 
 
 def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool) -> Run:
@@ -84,7 +95,7 @@ def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool
     # unfrozen Qwen vision tower, on a text-only micro-batch): DDP must then find them, or the
     # processes' gradient all-reduces no longer match and the run dies (seen with 2 processes).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision), kwargs_handlers=[ddp])
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tc.mixed_precision), kwargs_handlers=[ddp])
     world = accelerator.num_processes
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
