@@ -118,6 +118,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_reweight(items: list[str]) -> dict[str, float]:
+    """`--reweight CATEGORY=FACTOR` (repeatable) -> {category: factor}; `existence` stands for
+    `hallucination/existence` when one category ends that way."""
+    from .data.synthetic import CATEGORIES
+    from .errors import ConfigError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        matches = [c for c in CATEGORIES if c == name or c.endswith("/" + name)]
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = None
+        if not sep or len(matches) != 1 or factor is None:
+            raise ConfigError(f"data synth: --reweight {item!r}: expected CATEGORY=FACTOR with a category of "
+                              f"{list(CATEGORIES)} (or its last part, e.g. existence=2)")
+        out[matches[0]] = factor
+    return out
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "synth":
         from dataclasses import replace
@@ -127,15 +148,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         if args.distribution == "heldout":
-            if args.varied or args.twins:
-                raise ConfigError("data synth: --varied and --twins are options of the training distribution")
+            if args.varied or args.twins or args.reweight:
+                raise ConfigError("data synth: --varied, --twins and --reweight are options of the training distribution")
             pairs = generate_heldout(args.out, n_pairs=args.n, seed=args.seed)
         else:
             if not 0.0 <= args.twins <= 1.0:
                 raise ConfigError(f"data synth: --twins must be in [0, 1], got {args.twins}")
             variety = varied_variety() if args.varied else Variety()
             variety = replace(variety, twins=args.twins)
-            pairs = generate(args.out, n_pairs=args.n, seed=args.seed, variety=variety)
+            try:
+                pairs = generate(args.out, n_pairs=args.n, seed=args.seed, variety=variety,
+                                 reweight=_parse_reweight(args.reweight))
+            except ValueError as e:
+                raise ConfigError(f"data synth: {e}") from None
         print(f"wrote {len(pairs)} pairs to {Path(args.out) / 'pairs.jsonl'}")
     elif args.data_cmd == "hh-rlhf":
         from .data.sources.hh_rlhf import write_hh_split
@@ -253,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--twins", type=float, default=0.0, metavar="P",
                    help="probability that a pair is followed by its counterfactual twin: the same texts over a "
                         "picture in which the other answer is true, chosen and rejected swapped")
+    d.add_argument("--reweight", action="append", default=[], metavar="CATEGORY=FACTOR",
+                   help="multiply a category's default share (repeatable; 0 leaves it out), e.g. "
+                        "--reweight existence=2 --reweight chart=0.5")
     d = dsub.add_parser("hh-rlhf", help="write the seeded HH-RLHF train/validation split as pair files")
     d.add_argument("--out", required=True)
     d.add_argument("--source", default=None)

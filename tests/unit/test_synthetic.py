@@ -154,6 +154,20 @@ def test_categories_restrict_and_validate(tmp_path):
         S.generate(str(tmp_path), 2, -1, progress=False)
 
 
+def test_reweight_scales_default_shares():
+    # Default shares: 0.95/7 for each of the seven rendered categories, 0.05 for photos. Twice the
+    # existence share: existence 2w / (1 + w) with w = 0.95/7, i.e. 23.90% of 1,000 -> 239 pairs.
+    counts = collections.Counter(S.assign_categories(1000, 0, reweight={"hallucination/existence": 2.0}))
+    assert counts["hallucination/existence"] == 239
+    assert counts["general/photo"] == 44  # 0.05 / 1.1357 = 4.40%
+    assert sum(counts.values()) == 1000
+    assert collections.Counter(S.assign_categories(100, 0, reweight={"reasoning/chart": 0}))["reasoning/chart"] == 0
+    assert S.assign_categories(50, 4, reweight={}) == S.assign_categories(50, 4)
+    for bad in ({"hallucination/colour": 2}, {"reasoning/chart": -1}, {"reasoning/chart": float("nan")}):
+        with pytest.raises(ValueError, match="reweight"):
+            S.assign_categories(10, 0, reweight=bad)
+
+
 # ----------------------------------------------------------------------------------------------
 # Text carries no label: length, yes/no and single words
 

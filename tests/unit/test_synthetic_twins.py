@@ -149,3 +149,22 @@ def test_data_synth_cli_writes_the_twinned_set(tmp_path, capsys):
     assert [(p.prompt, p.chosen, p.rejected) for p in written] == [(p.prompt, p.chosen, p.rejected) for p in direct]
     assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--n", "4", "--twins", "2"]) != 0
     assert "--twins must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_data_synth_cli_reweight_equals_the_library(tmp_path, capsys):
+    from basereward.cli import main
+    from basereward.data.pairs import load_pairs
+
+    assert main(["data", "synth", "--out", str(tmp_path / "cli"), "--n", "40", "--seed", "3",
+                 "--reweight", "existence=2", "--reweight", "reasoning/chart=0.5"]) == 0
+    written = [p.category for p in load_pairs(tmp_path / "cli" / "pairs.jsonl")]
+    assert written == S.assign_categories(40, 3, reweight={"hallucination/existence": 2, "reasoning/chart": 0.5})
+    # Shares w = 0.95/7 (x2 for existence, x0.5 for chart), photo 0.05, sum 1.0679; of 40 pairs:
+    # existence 10.17 -> 10, chart 2.54 -> 3 (the two largest remainders: photo .87, chart .54).
+    assert written.count("hallucination/existence") == 10 and written.count("reasoning/chart") == 3
+    for bad, message in ((["--reweight", "existance=2"], "expected CATEGORY=FACTOR"),
+                         (["--reweight", "chart"], "expected CATEGORY=FACTOR"),
+                         (["--reweight", "chart=-1"], "must be a finite number >= 0"),
+                         (["--distribution", "heldout", "--reweight", "chart=2"], "options of the training")):
+        assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--n", "4", *bad]) != 0
+        assert message in capsys.readouterr().err

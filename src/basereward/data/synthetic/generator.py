@@ -6,9 +6,10 @@ reproducible on its own (`make_example`) and the whole set is byte-identical for
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -78,13 +79,27 @@ def check_seed(seed: int) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def assign_categories(n_pairs: int, seed: int, categories: Sequence[str] | None = None) -> list[str]:
-    """Category of each index: exact quotas from the (renormalised) weights, in seeded random order."""
+def assign_categories(n_pairs: int, seed: int, categories: Sequence[str] | None = None,
+                      reweight: Mapping[str, float] | None = None) -> list[str]:
+    """Category of each index: exact quotas from the (renormalised) weights, in seeded random order.
+
+    `reweight`: category -> factor on its default share (`CATEGORY_WEIGHTS`), e.g.
+    {"hallucination/existence": 2.0}; unnamed categories keep factor 1.
+    """
     names = list(CATEGORIES) if categories is None else list(dict.fromkeys(categories))
     unknown = [c for c in names if c not in CATEGORY_WEIGHTS]
     if unknown or not names:
         raise ValueError(f"unknown or empty categories {unknown or names}; choose from {list(CATEGORIES)}")
-    w = np.array([CATEGORY_WEIGHTS[c] for c in names])
+    reweight = dict(reweight or {})
+    bad = [c for c in reweight if c not in CATEGORY_WEIGHTS]
+    if bad:
+        raise ValueError(f"reweight names unknown categories {bad}; choose from {list(CATEGORIES)}")
+    for c, f in reweight.items():
+        if not (isinstance(f, (int, float)) and math.isfinite(f) and f >= 0):
+            raise ValueError(f"reweight factor of {c} must be a finite number >= 0, got {f!r}")
+    w = np.array([CATEGORY_WEIGHTS[c] * reweight.get(c, 1.0) for c in names])
+    if w.sum() <= 0:
+        raise ValueError(f"reweight leaves no category with a positive share: {reweight}")
     w = w / w.sum()
     # Largest-remainder rounding keeps every category present as soon as n allows it.
     quota = np.floor(w * n_pairs).astype(int)
@@ -153,19 +168,20 @@ def generate(
     image_size: int = 224,
     progress: bool = True,
     variety: Variety | None = None,
+    reweight: Mapping[str, float] | None = None,
 ) -> list[PreferencePair]:
     """Render `n_pairs` pairs into `out_dir/images/`, write `out_dir/pairs.jsonl`, return the pairs.
 
     Also writes `out_dir/regions.jsonl`, the grounded captions of every image. Returned pairs carry
     absolute image paths; the JSONL holds paths relative to `out_dir`. Category shares follow
-    `CATEGORY_WEIGHTS` restricted to `categories` (exact quotas, shuffled).
+    `CATEGORY_WEIGHTS` restricted to `categories`, times `reweight` (exact quotas, shuffled).
     """
     if n_pairs < 0:
         raise ValueError(f"n_pairs must be >= 0, got {n_pairs}")
     check_seed(seed)
     if image_size < 64:
         raise ValueError(f"image_size must be >= 64 so shapes stay recognisable, got {image_size}")
-    cats = assign_categories(n_pairs, seed, categories)
+    cats = assign_categories(n_pairs, seed, categories, reweight)
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
 
