@@ -117,10 +117,13 @@ def test_batch_times_accumulation_equivalence(workspace, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path, ema):
     pairs = load_pairs(workspace["pairs"])
+    # With train.ema_decay the saved model is the weights' moving average, which the checkpoint
+    # carries in the optimizer state.
     common = ["train.global_batch_size=4", "train.micro_batch_size=2", "train.max_steps=4",
-              "train.warmup_ratio=0.25"]
+              "train.warmup_ratio=0.25", f"train.ema_decay={ema}"]
 
     straight_cfg = _cfg(workspace, "qwen2.5-vl", tmp_path / "straight", *common)
     torch.manual_seed(0)  # both runs start from the same head (the model is built outside train())

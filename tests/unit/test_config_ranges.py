@@ -22,6 +22,7 @@ PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
     ("train.max_steps=-1", r"train\.max_steps: must be >= 0, got -1"),
     ("train.max_grad_norm=nan", r"train\.max_grad_norm: must be a finite number"),
     ("train.warmup_ratio=1", r"train\.warmup_ratio: must be in \[0, 1\), got 1\.0"),
+    ("train.ema_decay=1", r"train\.ema_decay: must be in \[0, 1\), got 1\.0"),
     ("train.lr_grid=[1e-5,0]", r"train\.lr_grid: must be > 0, got 0\.0"),
     ("train.keep_checkpoints=0", r"train\.keep_checkpoints: must be >= 1"),
     ("train.micro_batch_size=0", r"train\.micro_batch_size: must be > 0"),

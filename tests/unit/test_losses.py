@@ -68,3 +68,24 @@ def test_judge_loss_hand_values():
     assert judge_loss(nll, odds).item() == pytest.approx(1.0)  # plain SFT: the mean NLL
     # + 2 * mean(ln 2, -ln(3/4)) = 2 * (0.693147 + 0.287682) / 2
     assert judge_loss(nll, odds, verdict_weight=2.0).item() == pytest.approx(1.0 + math.log(2) + math.log(4 / 3))
+
+
+def test_ema_update_follows_the_warmed_up_decay_by_hand():
+    from basereward.training.fit import apply_ema, ema_weights, update_ema
+
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([p], lr=0.1)
+    # Step 1 copies the weight; step t then keeps min(0.5, (1 + t) / (10 + t)) of the average:
+    # t=2: 0.25 * 1 + 0.75 * 3 = 2.5; t=3: (4/13) * 2.5 + (9/13) * 5 = 55/13.
+    for step, value in ((1, 1.0), (2, 3.0), (3, 5.0)):
+        with torch.no_grad():
+            p.fill_(value)
+        update_ema(opt, step, 0.5)
+    assert opt.state[p]["ema"].item() == pytest.approx(55 / 13)
+    with ema_weights(opt, enabled=True):
+        assert p.item() == pytest.approx(55 / 13)
+    assert p.item() == 5.0  # restored
+    apply_ema(opt, enabled=False)
+    assert p.item() == 5.0
+    apply_ema(opt, enabled=True)
+    assert p.item() == pytest.approx(55 / 13)

@@ -285,6 +285,10 @@ class TrainConfig:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 = off)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the trainable weights (0 = off), updated after every
+    optimizer step with decay min(ema_decay, (1 + step) / (10 + step)); validation and the saved
+    model use the average. It is kept in the optimizer state, so checkpoints resume it exactly."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16", "bf16-where-fast"] = "auto"
     """Accelerate mixed precision. `auto`: bf16 on a CUDA GPU that supports it, else no (fp32).
     `bf16-where-fast`: as `auto`, and also bf16 on a CPU with AMX bf16 units (Intel Sapphire

@@ -48,6 +48,56 @@ def _optimizer_step(optimizer, step: int) -> None:
         raise TrainingError(_non_finite(step, "optimizer update", f"not finite ({e})")) from None
 
 
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> the torch optimizer
+
+
+def update_ema(optimizer, step: int, decay: float) -> None:
+    """After optimizer step `step` (1-based): each trainable weight's average, in its optimizer
+    state under "ema", moves towards the weight by 1 - min(decay, (1 + step) / (10 + step)); the
+    first step copies the weight (no pull towards the initial weights)."""
+    opt = _inner(optimizer)
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                st = opt.state[p]
+                if "ema" not in st:
+                    st["ema"] = p.detach().clone()
+                else:
+                    st["ema"].lerp_(p.detach(), 1.0 - d)
+
+
+@contextlib.contextmanager
+def ema_weights(optimizer, enabled: bool):
+    """Inside: the trainable weights hold their moving averages (when any); restored on exit."""
+    opt = _inner(optimizer)
+    held = [(p, opt.state[p]["ema"]) for g in opt.param_groups for p in g["params"]
+            if enabled and "ema" in opt.state.get(p, {})]
+    saved = [p.detach().clone() for p, _ in held]
+    with torch.no_grad():
+        for p, e in held:
+            p.copy_(e)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (p, _), w in zip(held, saved):
+                p.copy_(w)
+
+
+def apply_ema(optimizer, enabled: bool) -> None:
+    """Leave the moving averages in the trainable weights (the end of a run with train.ema_decay)."""
+    opt = _inner(optimizer)
+    if not enabled:
+        return
+    with torch.no_grad():
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if "ema" in opt.state.get(p, {}):
+                    p.copy_(opt.state[p]["ema"])
+
+
 def _check_weights(accelerator, optimizer, step: int) -> None:
     """Stop before a huge but finite learning rate leaves infinite weights to be saved. The flag
     is summed across processes: sharded weights (FSDP) differ between them."""
@@ -150,6 +200,8 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
                     raise TrainingError(_non_finite(step + 1, "gradient norm", float(grad_norm)))
             _optimizer_step(optimizer, step + 1)
             _check_weights(accelerator, optimizer, step + 1)
+            if tc.ema_decay > 0:
+                update_ema(optimizer, step + 1, tc.ema_decay)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -172,7 +224,8 @@ def fit(run: Run, model: RewardModel, opt: Optimisation, train_pairs: Sequence[P
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}", gap=f"{last['reward_gap']:.3f}")
             if val_pairs and tc.eval_every and step % tc.eval_every == 0 and step != run.total_steps:
-                history[str(step)] = validate(run, model, val_pairs, step)
+                with ema_weights(opt.optimizer, tc.ema_decay > 0):
+                    history[str(step)] = validate(run, model, val_pairs, step)
             if tc.save_every and step % tc.save_every == 0 and step != run.total_steps:
                 save_checkpoint(run, step, model, opt, {"history": history, "last": last})
             for cb in callbacks:

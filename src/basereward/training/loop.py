@@ -13,7 +13,7 @@ from ..config import Config
 from ..data.schema import PreferencePair
 from ..models.reward_model import RewardModel
 from . import stages
-from .fit import fit, validate
+from .fit import apply_ema, fit, validate
 
 
 def train(
@@ -43,6 +43,7 @@ def train(
     stages.check_ready(model.backbone)
     with stages.trunk_cache(model.backbone, history):
         step, last = fit(run, model, opt, train_pairs, start_step, history, val_pairs, callbacks)
+    apply_ema(opt.optimizer, cfg.train.ema_decay > 0)  # the saved model (and its validation) is the average
     result: dict[str, Any] = {"steps": step, "train": last}
     for key in ("init_from", "alignment", "trunk_cache"):
         if key in history:
