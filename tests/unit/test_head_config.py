@@ -273,3 +273,17 @@ def test_mixed_precision_settings_resolve_per_machine(monkeypatch):
         assert stages.resolve_mixed_precision("bf16-where-fast", cuda=False) == ("bf16" if native else "no")
     with pytest.raises(ConfigError, match="mixed_precision"):
         load_config(None, ["train.mixed_precision=bf17"])
+
+
+def test_runs_of_different_precision_follow_each_other_in_one_process():
+    # Accelerate keeps one precision per process; each training run sets its own.
+    from accelerate import Accelerator
+
+    from basereward.training.stages import _release_precision
+
+    _release_precision("bf16")
+    assert Accelerator(mixed_precision="bf16").mixed_precision == "bf16"
+    _release_precision("no")
+    assert Accelerator(mixed_precision="no").mixed_precision == "no"
+    _release_precision("no")  # same precision: the state stays
+    assert Accelerator(mixed_precision="no").mixed_precision == "no"

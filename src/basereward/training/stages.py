@@ -84,6 +84,17 @@ def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
     return "bf16" if setting == "bf16-where-fast" and cpu_has_native_bf16() else "no"
 
 
+def _release_precision(precision: str) -> None:
+    """Accelerate keeps one mixed-precision setting per process and refuses a later Accelerator
+    with another (the demo's bf16 mini-vl, then a float32 run in the same Python process). A run
+    owns its precision: forget the previous run's, keeping the process group (PartialState)."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -95,7 +106,9 @@ def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool
     # unfrozen Qwen vision tower, on a text-only micro-batch): DDP must then find them, or the
     # processes' gradient all-reduces no longer match and the run dies (seen with 2 processes).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(tc.mixed_precision), kwargs_handlers=[ddp])
+    precision = resolve_mixed_precision(tc.mixed_precision)
+    _release_precision(precision)
+    accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp])
     world = accelerator.num_processes
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
