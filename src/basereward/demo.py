@@ -135,8 +135,9 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
 
     `variety`: a `data.synthetic.Variety` for the training and validation pairs (None:
     `demo_variety()`); `reweight`: the training split's category mix (None: DEMO_REWEIGHT with the
-    demo's variety, the default shares with another). `full`: FULL_VISUAL_PAIRS visual training pairs. `text_rm=False`: one
-    model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES), no router.
+    demo's variety, the default shares with another). `full`: FULL_VISUAL_PAIRS visual training
+    pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
+    no router.
     """
     user_overrides = list(overrides)
     if reweight is None:

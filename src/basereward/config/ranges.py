@@ -51,7 +51,8 @@ RANGES: dict[str, dict[str, Rule]] = {
     "TrainConfig": {"lr": above(0), "head_lr": at_least(0), "lr_grid": above(0), "global_batch_size": above(0),
                     "micro_batch_size": above(0), "epochs": above(0), "max_steps": at_least(0),
                     "warmup_ratio": between(0, 1, hi_open=True), "weight_decay": at_least(0),
-                    "max_grad_norm": at_least(0), "ema_decay": between(0, 1, hi_open=True), "seed": at_least(0), "eval_every": at_least(0),
+                    "max_grad_norm": at_least(0), "ema_decay": between(0, 1, hi_open=True),
+                    "seed": at_least(0), "eval_every": at_least(0),
                     "save_every": at_least(0), "keep_checkpoints": at_least(1), "log_every": at_least(1),
                     "num_workers": at_least(0)},
 }

@@ -292,7 +292,8 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16", "bf16-where-fast"] = "auto"
     """Accelerate mixed precision. `auto`: bf16 on a CUDA GPU that supports it, else no (fp32).
     `bf16-where-fast`: as `auto`, and also bf16 on a CPU with AMX bf16 units (Intel Sapphire
-    Rapids and later: ~2x faster matmuls), where other CPUs would emulate bf16 and be slower."""
+    Rapids and later: ~1.5x faster training steps, benchmarks/cpu_bf16.py); float32 on other
+    CPUs, which would emulate bf16 and be slower."""
     seed: int = 42
     """Seed for initialisation, data order and dropout."""
     eval_every: int = 0
