@@ -39,11 +39,10 @@ DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
 # `--no-text-rm`: one model, HH-RLHF pairs mixed into its training (configs/demo.yaml's text_ratio).
 SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
 FULL_VISUAL_PAIRS = 3200
-# The demo's category mix: a factor on each default share (data.synthetic.CATEGORY_WEIGHTS); none.
-# Twice the existence pairs and half the chart pairs (`basereward data synth --reweight existence=2
-# --reweight chart=0.5`) was measured and not kept: held-out distribution 68.8% on seed 42 (69.0%
-# without), 65.5% on seed 7 with existence at 50.0%.
-DEMO_REWEIGHT: dict[str, float] = {}
+# The demo keeps the generator's default category shares. Twice the existence pairs and half the
+# chart pairs (`run_demo(reweight=...)`, `basereward data synth --reweight existence=2 --reweight
+# chart=0.5`) was measured and not kept: held-out distribution 68.8% on seed 42 (69.0% without),
+# 65.5% on seed 7 with existence at 50.0%.
 TEXT_RM_OVERRIDES = (
     # No images: the `words` projector (which needs the alignment stage) is never used, so the
     # plain one stands in, untrained; every HH-RLHF training pair, no validation split.
@@ -134,14 +133,12 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     in `<out>/router`, which is what the held-out splits are scored with).
 
     `variety`: a `data.synthetic.Variety` for the training and validation pairs (None:
-    `demo_variety()`); `reweight`: the training split's category mix (None: DEMO_REWEIGHT with the
-    demo's variety, the default shares with another). `full`: FULL_VISUAL_PAIRS visual training
+    `demo_variety()`); `reweight`: factors on the training split's default category shares
+    (`data.synthetic.assign_categories`). `full`: FULL_VISUAL_PAIRS visual training
     pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
     no router.
     """
     user_overrides = list(overrides)
-    if reweight is None:
-        reweight = DEMO_REWEIGHT if variety is None else {}
     variety = variety if variety is not None else demo_variety()
     overrides = [*(DEMO_OVERRIDES if text_rm else SINGLE_MODEL_OVERRIDES), *overrides]
     from .data.pairs import load_pairs

@@ -68,34 +68,30 @@ def update_ema(optimizer, step: int, decay: float) -> None:
                     st["ema"].lerp_(p.detach(), 1.0 - d)
 
 
-@contextlib.contextmanager
-def ema_weights(optimizer, enabled: bool):
-    """Inside: the trainable weights hold their moving averages (when any); restored on exit."""
+def apply_ema(optimizer, enabled: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copy the moving averages (when `enabled` and kept) into the trainable weights; returns
+    (weight, its value before) for each weight it changed."""
     opt = _inner(optimizer)
     held = [(p, opt.state[p]["ema"]) for g in opt.param_groups for p in g["params"]
             if enabled and "ema" in opt.state.get(p, {})]
-    saved = [p.detach().clone() for p, _ in held]
+    before = []
     with torch.no_grad():
         for p, e in held:
+            before.append((p, p.detach().clone()))
             p.copy_(e)
+    return before
+
+
+@contextlib.contextmanager
+def ema_weights(optimizer, enabled: bool):
+    """Inside: the trainable weights hold their moving averages (when any); restored on exit."""
+    before = apply_ema(optimizer, enabled)
     try:
         yield
     finally:
         with torch.no_grad():
-            for (p, _), w in zip(held, saved):
+            for p, w in before:
                 p.copy_(w)
-
-
-def apply_ema(optimizer, enabled: bool) -> None:
-    """Leave the moving averages in the trainable weights (the end of a run with train.ema_decay)."""
-    opt = _inner(optimizer)
-    if not enabled:
-        return
-    with torch.no_grad():
-        for g in opt.param_groups:
-            for p in g["params"]:
-                if "ema" in opt.state.get(p, {}):
-                    p.copy_(opt.state[p]["ema"])
 
 
 def _check_weights(accelerator, optimizer, step: int) -> None:
