@@ -156,6 +156,20 @@ def test_tap_max_pool_adds_the_cell_maxima_of_the_early_stages():
     assert (fb[..., 1472:] >= fb[..., 1360:1472] - 1e-6).all()
 
 
+def test_colour_histogram_appends_the_cell_histograms_to_the_cnn_features():
+    from basereward.models.mini_vl import ImageEncoder
+    from basereward.models.mini_vl.vision import colour_histogram
+
+    torch.manual_seed(0)
+    plain, with_hist = ImageEncoder(2, tap_max_pool=True), ImageEncoder(2, tap_max_pool=True, colour_histogram=True)
+    assert with_hist.out_channels == plain.out_channels + 2 * 125
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fp, fh = plain(pixels), with_hist(pixels)
+    torch.testing.assert_close(fh[..., :plain.out_channels], fp)
+    torch.testing.assert_close(fh[..., plain.out_channels:], colour_histogram(pixels, 2, 5).flatten(2).transpose(1, 2))
+
+
 def test_capabilities_are_declared_on_the_class():
     from basereward.models.backbone import Capabilities, available_backbones
     from basereward.models.mini_vl import MiniVL

@@ -142,6 +142,34 @@ def test_alignment_fixes_the_vocabulary_and_teaches_cells_their_region_words(gro
     assert (predicted[:, 0] == colour_pos).any()
 
 
+def test_colour_permuted_copies_are_the_permuted_images_and_their_colour_slots_are_relaxed(grounded):
+    import numpy as np
+    from PIL import Image
+
+    from basereward.data.pairs import open_image
+    from basereward.models.mini_vl import preprocess_image
+    from basereward.models.mini_vl.projector import colour_positions
+    from basereward.models.mini_vl.vision import CHANNEL_PERMUTATIONS, encode_channel_permuted
+
+    model = _words_model(align_colour_permute=True)
+    bb = model.backbone
+    images = [it.image for it in grounded[:6]]
+    feats, perms = encode_channel_permuted(bb.vision, images, 224, seed=0, batch_size=4, progress=False)
+    again, same = encode_channel_permuted(bb.vision, images, 224, seed=0, batch_size=6, progress=False)
+    assert perms == same and len(set(perms)) > 1
+    torch.testing.assert_close(feats, again)  # the same features whatever the batch
+    arr = np.asarray(open_image(images[2]))[..., list(CHANNEL_PERMUTATIONS[perms[2]])]
+    with torch.no_grad():
+        ref = bb.vision(preprocess_image(Image.fromarray(np.ascontiguousarray(arr)), 224)[None])
+    torch.testing.assert_close(feats[2], ref[0])
+    result = _with_alignment(model, 2, 1e-3).align(grounded, seed=0, progress=False)
+    assert result["align_images"] == result["align_colour_permuted"] == len(grounded)
+    # Every grounded region of this set reads "<colour> <shape>": the colour words are the first words.
+    mask = colour_positions(bb.tokenizer, bb.word_ids)
+    colours = {bb.tokenizer.decode([int(t)]).strip() for t, m in zip(bb.word_ids, mask) if m}
+    assert colours == {r.text.split()[0] for it in grounded for r in it.regions}
+
+
 def test_word_projector_vocabulary_travels_with_the_saved_model(grounded, tmp_path):
     from basereward.data.regions import region_words
 

@@ -235,3 +235,29 @@ def test_visual_report_by_hand():
     assert got["image_effect_points"] == pytest.approx(60.0)
     assert got["per_category"] == {"a": 1.0, "b": 0.0}
     assert got["per_category_shuffled"] == {"a": 0.0, "b": 0.0}
+
+
+def test_shift_takes_each_factor_from_the_training_generator_when_turned_off():
+    from basereward.data.synthetic.combos import HELDOUT_COMBOS, used_combos
+    from basereward.data.synthetic.heldout import Shift, make_heldout_example
+    from basereward.data.synthetic.layouts import HELDOUT_LAYOUT, TRAIN_LAYOUT
+
+    cats = S.assign_categories(48, 2)
+    default = [make_heldout_example(2, i, c) for i, c in enumerate(cats)]
+    assert [(e.prompt, e.chosen) for e in default] == [
+        (e.prompt, e.chosen) for e in (make_heldout_example(2, i, c, Shift()) for i, c in enumerate(cats))]
+    assert {e.image.size[0] for e in default} <= set(HELDOUT_LAYOUT.sizes)
+    assert any(e.meta["heldout_combos"] for e in default) and any(e.meta["padding"] for e in default)
+
+    plain = [make_heldout_example(2, i, c, Shift(layout=False, combos=False, padding=False)) for i, c in enumerate(cats)]
+    assert {e.image.size[0] for e in plain} <= set(TRAIN_LAYOUT.sizes)
+    assert not any(e.meta["padding"] for e in plain)
+    assert not any(used_combos(e.category, e.meta) & HELDOUT_COMBOS for e in plain)
+    assert [e.category for e in plain] == cats
+
+    reworded = [make_heldout_example(2, i, c, Shift(wording=False)) for i, c in enumerate(cats)]
+    pads = [s for e in reworded for s in TRAIN_BANK["pad"] if s in e.chosen + " " + e.rejected]
+    assert pads and not any(s in e.chosen + e.rejected for e in reworded for s in HELDOUT_BANK["pad"])
+    # Same facts and pictures, other words: the images are the held-out distribution's.
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(default, reworded))
+    assert sum(a.prompt != b.prompt for a, b in zip(default, reworded)) > 40

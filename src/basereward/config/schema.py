@@ -49,6 +49,12 @@ class MiniVLConfig:
     image_tap_max_pool: bool = False
     """Pool the earlier stages per cell by maximum as well as by average (a small object is not
     averaged away by the background around it); needs `image_multiscale`. The demo turns it on."""
+    image_colour_histogram: bool = False
+    """Also feed each cell's colour histogram (125 RGB bins: the share of the cell's pixels in each,
+    and whether any pixel is in it)
+    next to the CNN features: colour that does not depend on shape, so a colour/shape combination
+    never seen in training reads more like a familiar one. Off in the demo: measured, not kept
+    (README, "Where the held-out distribution is lost")."""
     projector: Literal["mlp", "words"] = "mlp"
     """`mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots` soft
     words: distributions over a vocabulary whose expected input embeddings are the image tokens,
@@ -86,6 +92,13 @@ class MiniVLConfig:
     computed once, so an epoch costs milliseconds per image)."""
     align_lr: float = 1e-3
     """Alignment stage: learning rate."""
+    align_colour_permute: bool = False
+    """Alignment stage: also train on a copy of each image with its R, G, B channels reordered (the
+    same targets, except that a slot whose target is a colour word only has to read *a* colour).
+    A projector trained on the images alone learns which shapes come in which colours, and reads
+    a combination it never saw (say a pink square, when squares came only in other colours) as
+    background; on the copies the shapes come in other colours. Off in the demo: measured, not
+    kept (README, "Where the held-out distribution is lost")."""
     cache_trunk: bool = False
     """Trunk-cache stage of reward training: when everything below the trained top layers is frozen
     (`model.backbone.train_lm_layers` > 0, `train_projector: false`, no LoRA), compute the frozen

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -27,14 +28,15 @@ from tqdm import tqdm
 from basereward.data.pairs import save_pairs
 from basereward.data.schema import PreferencePair
 from basereward.data.synthetic.base import Example
-from basereward.data.synthetic.combos import HELDOUT_COMBOS, key_combos
+from basereward.data.synthetic.combos import HELDOUT_COMBOS, key_combos, used_combos
 from basereward.data.synthetic.generator import (
     assign_categories,
     check_seed,
     save_image,
     task_builder,
 )
-from basereward.data.synthetic.layouts import HELDOUT_LAYOUT, rerender
+from basereward.data.synthetic.layouts import HELDOUT_LAYOUT, TRAIN_LAYOUT, rerender
+from basereward.data.synthetic.paraphrases import TRAIN_BANK
 from basereward.data.synthetic.rephrase import pad_pair, rephrase
 from basereward.data.synthetic.variety import draw_until
 
@@ -115,22 +117,49 @@ HELDOUT_BANK: dict[str, object] = {
 }
 
 
-def _has_heldout_combo(category: str):
+@dataclass(frozen=True)
+class Shift:
+    """Which of the held-out distribution's departures from the training generator a split keeps
+    (all of them by default: the held-out distribution itself). A factor turned off comes from the
+    training generator instead, so a model's loss on the held-out distribution can be split by
+    factor (`experiments/heldout_factors.py`); the facts of pair i stay those of pair i wherever
+    the factor allows."""
+
+    wording: bool = True
+    """HELDOUT_BANK's phrasings and padding sentences; off: the training bank's (`TRAIN_BANK`)."""
+    layout: bool = True
+    """HELDOUT_LAYOUT's pictures; off: the training layouts (`TRAIN_LAYOUT`)."""
+    combos: bool = True
+    """A held-out colour/shape combination in every shape question; off: only combinations that
+    the training generator shows (none of HELDOUT_COMBOS drawn or named)."""
+    padding: bool = True
+    """A neutral sentence on the chosen, the rejected, both or neither answer (a quarter each);
+    off: no padding."""
+
+
+HELDOUT = Shift()
+
+
+def _accept(category: str, combos: bool):
     if category in ("reasoning/chart", "general/photo"):
         return lambda meta: True
-    return lambda meta: bool(key_combos(category, meta) & HELDOUT_COMBOS)
+    if combos:
+        return lambda meta: bool(key_combos(category, meta) & HELDOUT_COMBOS)
+    return lambda meta: not (used_combos(category, meta) & HELDOUT_COMBOS)
 
 
-def make_heldout_example(seed: int, index: int, category: str) -> Example:
-    """Pair `index` of the held-out distribution drawn with `seed` (category from `assign_categories`)."""
+def make_heldout_example(seed: int, index: int, category: str, shift: Shift = HELDOUT) -> Example:
+    """Pair `index` of the held-out distribution drawn with `seed` (category from `assign_categories`);
+    `shift` turns factors of the distribution off (`Shift`)."""
     build = task_builder(category)
     draft = draw_until(build, category, lambda k: np.random.default_rng([seed, _STREAM_PAIRS, index, k]), 224,
-                       _has_heldout_combo(category))
+                       _accept(category, shift.combos))
     rng = np.random.default_rng([seed, _STREAM_STYLE, index])
-    image, meta = rerender(category, draft.meta, rng, HELDOUT_LAYOUT)
-    prompt, chosen, rejected = rephrase(category, meta, HELDOUT_BANK, rng)
-    mode = _PAD_MODES[int(rng.integers(len(_PAD_MODES)))]
-    chosen, rejected, record = pad_pair(chosen, rejected, HELDOUT_BANK, rng, float(mode in ("chosen", "both")),
+    bank = HELDOUT_BANK if shift.wording else TRAIN_BANK
+    image, meta = rerender(category, draft.meta, rng, HELDOUT_LAYOUT if shift.layout else TRAIN_LAYOUT)
+    prompt, chosen, rejected = rephrase(category, meta, bank, rng)
+    mode = _PAD_MODES[int(rng.integers(len(_PAD_MODES)))] if shift.padding else "none"
+    chosen, rejected, record = pad_pair(chosen, rejected, bank, rng, float(mode in ("chosen", "both")),
                                         float(mode in ("rejected", "both")))
     meta.update(padding=record, heldout_combos=sorted(map(list, key_combos(category, meta) & HELDOUT_COMBOS)))
     image_format = "jpeg" if category == "general/photo" else "png"
@@ -138,8 +167,9 @@ def make_heldout_example(seed: int, index: int, category: str) -> Example:
 
 
 def generate_heldout(out_dir: str, n_pairs: int, seed: int, categories: Sequence[str] | None = None,
-                     progress: bool = True) -> list[PreferencePair]:
-    """Render `n_pairs` held-out-distribution pairs into `out_dir/images/` and `out_dir/pairs.jsonl`."""
+                     progress: bool = True, shift: Shift = HELDOUT) -> list[PreferencePair]:
+    """Render `n_pairs` held-out-distribution pairs into `out_dir/images/` and `out_dir/pairs.jsonl`
+    (`shift`: the factors of the distribution to keep, `Shift`)."""
     if n_pairs < 0:
         raise ValueError(f"n_pairs must be >= 0, got {n_pairs}")
     check_seed(seed)
@@ -148,7 +178,7 @@ def generate_heldout(out_dir: str, n_pairs: int, seed: int, categories: Sequence
     pairs = []
     cats = assign_categories(n_pairs, seed, categories)
     for index, category in enumerate(tqdm(cats, desc="held-out distribution", file=sys.stderr, disable=not progress)):
-        ex = make_heldout_example(seed, index, category)
+        ex = make_heldout_example(seed, index, category, shift)
         pair_id = f"heldout-s{seed}-{index:06d}"
         path = save_image(ex, os.path.join(image_dir, pair_id))
         pairs.append(PreferencePair(id=pair_id, prompt=ex.prompt, chosen=ex.chosen, rejected=ex.rejected,

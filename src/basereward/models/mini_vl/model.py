@@ -31,6 +31,7 @@ from .projector import (
     FILLER,
     build_projector,
     cell_targets,
+    colour_positions,
     position_words,
     soft_words,
     train_alignment,
@@ -38,7 +39,7 @@ from .projector import (
     with_position_words,
     word_token_ids,
 )
-from .vision import ImageEncoder, encode_into_cache
+from .vision import ImageEncoder, encode_channel_permuted, encode_into_cache
 from .weights import smollm2_dir
 
 
@@ -70,7 +71,7 @@ class MiniVL(Backbone):
         self.hidden_size = lm.config.hidden_size
         # Construction order (encoder, projector, LM adapters, then the head outside) fixes which
         # random draws initialise what: keep it, or a seed trains a different model.
-        self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool)
+        self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool, mv.image_colour_histogram)
         for p in self.vision.parameters():
             # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)
@@ -188,8 +189,14 @@ class MiniVL(Backbone):
         x = encode_into_cache(self.vision, self.feature_cache, [it.image for it in items], mv.image_size,
                               batch_size, progress, "align: encode images")
         y = self.alignment_targets(items)
+        x_colour = colour_mask = None
+        if mv.align_colour_permute:
+            x_colour, _ = encode_channel_permuted(self.vision, [it.image for it in items], mv.image_size, seed,
+                                                  batch_size, progress)
+            colour_mask = colour_positions(self.tokenizer, self.word_ids)
         return train_alignment(self.projector, self.word_table(), self.hidden_size, x, y, epochs=mv.align_epochs,
-                               lr=mv.align_lr, seed=seed, batch_size=batch_size, progress=progress)
+                               lr=mv.align_lr, seed=seed, batch_size=batch_size, progress=progress,
+                               x_colour=x_colour, colour_mask=colour_mask)
 
     def alignment_targets(self, items: Sequence[Any]) -> torch.Tensor:
         """(N, cells, slots) vocabulary positions the grounded images' cells should read."""

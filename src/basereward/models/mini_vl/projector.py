@@ -16,6 +16,9 @@ from torch import nn
 
 BACKGROUND_WORD = "background"  # target of grid cells no region covers
 FILLER = ","  # pads a cell's word slots: a cell reads like "red star ,"
+# Basic colour terms: the words a colour-permuted copy of an image may no longer make true.
+COLOUR_WORDS = frozenset({"red", "green", "blue", "yellow", "purple", "orange", "pink", "brown", "black", "white",
+                          "grey", "gray", "violet", "cyan", "magenta", "turquoise", "beige", "navy", "teal"})
 
 
 def build_projector(in_channels: int, hidden: int, slots: int) -> nn.Sequential:
@@ -119,17 +122,52 @@ def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dic
     return out
 
 
+def colour_positions(tokenizer: Any, word_ids: torch.Tensor) -> torch.Tensor:
+    """(V,) bool: which vocabulary positions are colour words (COLOUR_WORDS)."""
+    return torch.tensor([tokenizer.decode([int(t)]).strip().lower() in COLOUR_WORDS for t in word_ids.tolist()],
+                        dtype=torch.bool)
+
+
+def alignment_loss(logits: torch.Tensor, targets: torch.Tensor, some_colour: torch.Tensor | None = None,
+                   colour_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over slots of the alignment loss. logits (B, K, V), targets (B, K) vocabulary positions.
+
+    Cross-entropy per slot; but in the rows flagged by `some_colour` (B,) (colour-permuted copies),
+    a slot whose target is a colour word (`colour_mask` (V,)) is only asked to read *a* colour:
+    -log of the probability summed over the colour words. The copy still says that an object is
+    there and what its shape is, not which colour it has now.
+    """
+    logits = logits.float()
+    if some_colour is None or colour_mask is None or not some_colour.any() or not colour_mask.any():
+        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    ce = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    colour_mask = colour_mask.to(logits.device)
+    any_colour = torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~colour_mask, -1e9), -1)
+    relaxed = colour_mask[targets] & some_colour.to(logits.device)[:, None]
+    return torch.where(relaxed, any_colour, ce).mean()
+
+
 def train_alignment(projector: nn.Module, table: torch.Tensor, hidden: int, x: torch.Tensor, y: torch.Tensor, *,
-                    epochs: int, lr: float, seed: int, batch_size: int = 64, progress: bool = True) -> dict[str, float]:
+                    epochs: int, lr: float, seed: int, batch_size: int = 64, progress: bool = True,
+                    x_colour: torch.Tensor | None = None, colour_mask: torch.Tensor | None = None) -> dict[str, float]:
     """Train `projector` so each cell's soft words predict its targets (cross-entropy per slot).
 
     x: (N, cells, C) encoder features; y: (N, cells, slots) vocabulary positions; table: (V, H)
-    the vocabulary's input embeddings (not trained here). The projector trains even when reward
-    training keeps it frozen; its requires_grad flags and mode are restored afterwards. The data
-    order comes from a generator seeded with `seed` (the global RNG is not drawn from).
+    the vocabulary's input embeddings (not trained here). `x_colour` (N, cells, C): features of
+    colour-permuted copies of the same images, trained alongside with the same targets, except that
+    their colour-word slots (`colour_mask`) need only read some colour (`alignment_loss`). The
+    projector trains even when reward training keeps it frozen; its requires_grad flags and mode
+    are restored afterwards. The data order comes from a generator seeded with `seed` (the global
+    RNG is not drawn from).
     """
     from tqdm.auto import tqdm
 
+    flagged = torch.zeros(len(x), dtype=torch.bool)
+    if x_colour is not None:
+        if x_colour.shape != x.shape:
+            raise ValueError(f"x_colour {tuple(x_colour.shape)} must match x {tuple(x.shape)}")
+        x, y = torch.cat([x, x_colour]), torch.cat([y, y])
+        flagged = torch.cat([flagged, torch.ones(len(x_colour), dtype=torch.bool)])
     table = table.detach()
     param = next(projector.parameters())
     gen = torch.Generator().manual_seed(seed)
@@ -149,7 +187,7 @@ def train_alignment(projector: nn.Module, table: torch.Tensor, hidden: int, x: t
             out = projector(x[idx].to(param.device, param.dtype))
             _, logits = soft_words(out, table, hidden)
             tgt = y[idx].to(param.device).reshape(len(idx), -1)
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt.flatten())
+            loss = alignment_loss(logits, tgt, flagged[idx], colour_mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -161,4 +199,5 @@ def train_alignment(projector: nn.Module, table: torch.Tensor, hidden: int, x: t
     projector.train(was_training)
     for p, flag in zip(projector.parameters(), flags):
         p.requires_grad_(flag)
-    return {"align_loss": loss_v, "align_slot_accuracy": acc_v, "align_images": len(x)}
+    return {"align_loss": loss_v, "align_slot_accuracy": acc_v, "align_images": len(x) - int(flagged.sum()),
+            "align_colour_permuted": int(flagged.sum())}
