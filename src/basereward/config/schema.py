@@ -51,10 +51,9 @@ class MiniVLConfig:
     averaged away by the background around it); needs `image_multiscale`. The demo turns it on."""
     image_colour_histogram: bool = False
     """Also feed each cell's colour histogram (125 RGB bins: the share of the cell's pixels in each,
-    and whether any pixel is in it)
-    next to the CNN features: colour that does not depend on shape, so a colour/shape combination
-    never seen in training reads more like a familiar one. Off in the demo: measured, not kept
-    (README, "Where the held-out distribution is lost")."""
+    and whether any pixel is in it) next to the CNN features: colour that does not depend on shape,
+    so a colour/shape combination never seen in training reads more like a familiar one. Off in the
+    demo: measured, not kept (README, "Where the held-out distribution is lost")."""
     projector: Literal["mlp", "words"] = "mlp"
     """`mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots` soft
     words: distributions over a vocabulary whose expected input embeddings are the image tokens,

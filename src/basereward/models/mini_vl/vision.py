@@ -83,8 +83,8 @@ def colour_histogram(pixels: torch.Tensor, grid: int, levels: int) -> torch.Tens
         w.scatter_add_(1, idx + 1, w_high[:, c:c + 1])
         weights.append(w)
     hist = torch.einsum("bihw,bjhw,bkhw->bijkhw", *weights).flatten(1, 3)
-    pool = nn.functional
-    return torch.cat([pool.adaptive_avg_pool2d(hist, grid).sqrt(), pool.adaptive_max_pool2d(hist, grid)], dim=1)
+    share = nn.functional.adaptive_avg_pool2d(hist, grid).sqrt()
+    return torch.cat([share, nn.functional.adaptive_max_pool2d(hist, grid)], dim=1)
 
 
 def preprocess_image(image: Any, size: int) -> torch.Tensor:
