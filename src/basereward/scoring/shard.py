@@ -52,7 +52,10 @@ def current_processes() -> Processes:
         return Processes()
     from accelerate import PartialState
 
+    from ..processes import close_process_group_at_exit
+
     state = PartialState()  # joins the process group the launcher set up
+    close_process_group_at_exit()
     return Processes(state.process_index, state.num_processes, str(state.device))
 
 

@@ -109,6 +109,10 @@ def start_run(cfg: Config, train_pairs: Sequence[PreferencePair], progress: bool
     precision = resolve_mixed_precision(tc.mixed_precision)
     _release_precision(precision)
     accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp])
+    if accelerator.num_processes > 1:
+        from ..processes import close_process_group_at_exit
+
+        close_process_group_at_exit()
     world = accelerator.num_processes
     tc.grad_accum_steps(world)  # checks that the global batch splits evenly
     plan = StepPlan(len(train_pairs), tc.global_batch_size, tc.micro_batch_size, world, tc.seed,
