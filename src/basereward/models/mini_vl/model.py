@@ -186,13 +186,13 @@ class MiniVL(Backbone):
             from ...data.regions import region_words
 
             self.set_vocabulary(region_words(list(items)))
-        x = encode_into_cache(self.vision, self.feature_cache, [it.image for it in items], mv.image_size,
+        images = [it.image for it in items]
+        x = encode_into_cache(self.vision, self.feature_cache, images, mv.image_size,
                               batch_size, progress, "align: encode images")
         y = self.alignment_targets(items)
         x_colour = colour_mask = None
         if mv.align_colour_permute:
-            x_colour, _ = encode_channel_permuted(self.vision, [it.image for it in items], mv.image_size, seed,
-                                                  batch_size, progress)
+            x_colour, _ = encode_channel_permuted(self.vision, images, mv.image_size, seed, batch_size, progress)
             colour_mask = colour_positions(self.tokenizer, self.word_ids)
         return train_alignment(self.projector, self.word_table(), self.hidden_size, x, y, epochs=mv.align_epochs,
                                lr=mv.align_lr, seed=seed, batch_size=batch_size, progress=progress,

@@ -37,7 +37,7 @@ class ImageEncoder(nn.Module):
         self.max_pool = nn.AdaptiveMaxPool2d(grid) if multiscale and tap_max_pool else None
         self.multiscale = multiscale
         tap_channels = sum(self.net._blocks[i]._project_conv.out_channels for i in self.TAPS) if multiscale else 0
-        self.colour_histogram = colour_histogram
+        self.with_colour_histogram = colour_histogram
         self.out_channels = (1280 + tap_channels * (2 if self.max_pool is not None else 1)
                              + (2 * self.HIST_LEVELS ** 3 if colour_histogram else 0))
 
@@ -52,7 +52,7 @@ class ImageEncoder(nn.Module):
                 if self.max_pool is not None:
                     taps.append(self.max_pool(x))
         x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, 7, 7)
-        if self.colour_histogram:
+        if self.with_colour_histogram:
             taps.append(colour_histogram(pixels, self.pool.output_size, self.HIST_LEVELS).to(x.dtype))
         feats = torch.cat([self.pool(x), *taps], dim=1)  # (B, C, g, g)
         return feats.flatten(2).transpose(1, 2)  # (B, g*g, C)
@@ -104,27 +104,36 @@ def image_key(image: Any) -> str | None:
     return os.path.realpath(image) if isinstance(image, (str, os.PathLike)) else None
 
 
+def _encode_batches(encoder: ImageEncoder, items: Sequence[Any], pixels_of: Any, batch_size: int, progress: bool,
+                    desc: str) -> torch.Tensor:
+    """(N, cells, C) features of `items` on the CPU, `pixels_of(item)` giving each one's (3, S, S)
+    input, in batches of `batch_size` under one progress bar."""
+    from tqdm.auto import tqdm
+
+    param = next(encoder.parameters())
+    out = []
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress or not items)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        pixels = torch.stack([pixels_of(item) for item in chunk])
+        with torch.no_grad():
+            out.append(encoder(pixels.to(param.device, param.dtype)).cpu())
+        bar.update(len(chunk))
+    bar.close()
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def encode_into_cache(encoder: ImageEncoder, cache: dict[str, torch.Tensor], images: Sequence[Any], size: int,
                       batch_size: int = 64, progress: bool = True, desc: str = "encode images") -> torch.Tensor:
     """Encode the image files not yet in `cache` (key: real path) with the frozen encoder, each once,
     and store their features on the CPU. Returns the features of `images` in order, (N, cells, C)."""
-    from tqdm.auto import tqdm
-
     from ...data.pairs import open_image
 
     keys = [os.path.realpath(img) for img in images]
     todo = sorted({k for k in keys if k not in cache})
-    param = next(encoder.parameters())
-    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        pixels = torch.stack([preprocess_image(open_image(k), size) for k in chunk])
-        with torch.no_grad():
-            feats = encoder(pixels.to(param.device, param.dtype)).cpu()
-        for k, f in zip(chunk, feats):
-            cache[k] = f
-        bar.update(len(chunk))
-    bar.close()
+    feats = _encode_batches(encoder, todo, lambda k: preprocess_image(open_image(k), size), batch_size, progress, desc)
+    for k, f in zip(todo, feats):
+        cache[k] = f
     return torch.stack([cache[k] for k in keys]) if keys else torch.empty(0)
 
 
@@ -140,22 +149,16 @@ def encode_channel_permuted(encoder: ImageEncoder, images: Sequence[Any], size: 
     ((N, cells, C) features, the permutation index of each image). Not cached: the feature cache
     holds the images as they are."""
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from ..common import load_image
 
     rng = np.random.default_rng([seed, 0xC01])
     perms = [int(i) for i in rng.integers(len(CHANNEL_PERMUTATIONS), size=len(images))]
-    param = next(encoder.parameters())
-    out = []
-    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress or not images)
-    for start in range(0, len(images), batch_size):
-        pixels = []
-        for img, k in zip(images[start:start + batch_size], perms[start:start + batch_size]):
-            arr = np.asarray(load_image(img))[..., list(CHANNEL_PERMUTATIONS[k])]
-            pixels.append(preprocess_image(Image.fromarray(np.ascontiguousarray(arr)), size))
-        with torch.no_grad():
-            out.append(encoder(torch.stack(pixels).to(param.device, param.dtype)).cpu())
-        bar.update(len(pixels))
-    bar.close()
-    return (torch.cat(out) if out else torch.empty(0)), perms
+
+    def permuted(item: tuple[Any, int]) -> torch.Tensor:
+        img, k = item
+        arr = np.asarray(load_image(img))[..., list(CHANNEL_PERMUTATIONS[k])]
+        return preprocess_image(Image.fromarray(np.ascontiguousarray(arr)), size)
+
+    feats = _encode_batches(encoder, list(zip(images, perms)), permuted, batch_size, progress, desc)
+    return feats, perms
