@@ -39,6 +39,12 @@ DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
 # `--no-text-rm`: one model, HH-RLHF pairs mixed into its training (configs/demo.yaml's text_ratio).
 SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
 FULL_VISUAL_PAIRS = 3200
+# `--full` also aligns the projector on a colour-permuted copy of every picture (the option
+# `model.backbone.mini_vl.align_colour_permute`). With twice the pairs the model learns to bind a
+# colour to its shape (existence questions whose colour and shape both appear, on different
+# objects); the permuted copies let the projector read the colour/shape combinations it never saw.
+# Seed 42, visual model alone: held-out distribution 71.5% (67.2% without the copies), 17.7 min.
+FULL_OVERRIDES = ("model.backbone.mini_vl.align_colour_permute=true",)
 # The demo keeps the generator's default category shares. Twice the existence pairs and half the
 # chart pairs (`run_demo(reweight=...)`, `basereward data synth --reweight existence=2 --reweight
 # chart=0.5`) was measured and not kept: held-out distribution 68.8% on seed 42 (69.0% without),
@@ -135,12 +141,13 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     `variety`: a `data.synthetic.Variety` for the training and validation pairs (None:
     `demo_variety()`); `reweight`: factors on the training split's default category shares
     (`data.synthetic.assign_categories`). `full`: FULL_VISUAL_PAIRS visual training
-    pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
+    pairs and FULL_OVERRIDES. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
     no router.
     """
     user_overrides = list(overrides)
     variety = variety if variety is not None else demo_variety()
-    overrides = [*(DEMO_OVERRIDES if text_rm else SINGLE_MODEL_OVERRIDES), *overrides]
+    overrides = [*(DEMO_OVERRIDES if text_rm else SINGLE_MODEL_OVERRIDES), *(FULL_OVERRIDES if full else ()),
+                 *overrides]
     from .data.pairs import load_pairs
     from .data.sources.hh_rlhf import write_hh_split
     from .data.synthetic import generate

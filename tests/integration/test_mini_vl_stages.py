@@ -396,3 +396,36 @@ def test_training_reproduces_the_reference_run(grounded_dir, tmp_path):
     # Recorded on AVX2; AVX-512 kernels sum float32 in another order and 16 training steps carry
     # that to 1.4e-4 in the rewards. Any change of recipe moves them by far more than 5e-4.
     torch.testing.assert_close(got, torch.tensor(REFERENCE["rewards"]), atol=5e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------- zoomed-out alignment copies
+
+
+def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded, monkeypatch):
+    from basereward.data.regions import zoomed_regions
+    from basereward.models.mini_vl import model as mv_model
+    from basereward.models.mini_vl.vision import zoom_draws
+
+    model = _words_model()
+    bb = model.backbone
+    cfg = bb.cfg
+    bb.cfg = dataclasses.replace(cfg, mini_vl=dataclasses.replace(cfg.mini_vl, align_epochs=1, align_zoom=0.5))
+    seen = {}
+    real = mv_model.train_alignment
+
+    def spy(projector, table, hidden, x, y, **kw):
+        seen["x"], seen["y"] = x, y
+        return real(projector, table, hidden, x, y, **kw)
+
+    monkeypatch.setattr(mv_model, "train_alignment", spy)
+    report = bb.align(grounded, seed=5, progress=False)
+    n = len(grounded)
+    assert report["align_images"] == 2 * n and seen["x"].shape[0] == 2 * n
+    # The copies' targets are those of their moved regions, under the same seeded draws.
+    moved = [zoomed_regions(it, d) for it, d in zip(grounded, zoom_draws(n, 5, 0.5))]
+    torch.testing.assert_close(seen["y"][n:], bb.alignment_targets(moved))
+    torch.testing.assert_close(seen["y"][:n], bb.alignment_targets(grounded))
+    assert not torch.equal(seen["y"][n:], seen["y"][:n]) and not torch.equal(seen["x"][n:], seen["x"][:n])
+    bb.cfg = dataclasses.replace(bb.cfg, mini_vl=dataclasses.replace(bb.cfg.mini_vl, align_colour_permute=True))
+    with pytest.raises(ConfigError, match="align_zoom and align_colour_permute are not combined"):
+        bb.align(grounded, seed=5, progress=False)

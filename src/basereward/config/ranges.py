@@ -39,7 +39,8 @@ def at_least_or(lo: float, special: float) -> Rule:
 RANGES: dict[str, dict[str, Rule]] = {
     "LoraConfig": {"r": above(0), "alpha": above(0), "dropout": between(0, 1, hi_open=True)},
     "MiniVLConfig": {"image_size": at_least(32), "image_grid": at_least(1), "word_slots": at_least(1),
-                     "lm_layers": at_least(0), "align_epochs": at_least(0), "align_lr": above(0)},
+                     "lm_layers": at_least(0), "align_epochs": at_least(0), "align_lr": above(0),
+                     "align_zoom": between(0, 1, hi_open=True)},
     "QwenVLConfig": {"min_pixels": above(0), "max_pixels": above(0)},
     "BackboneConfig": {"train_lm_layers": at_least(-1), "max_length": at_least(2),
                        "max_prompt_length": at_least(0)},

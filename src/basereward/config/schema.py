@@ -98,6 +98,12 @@ class MiniVLConfig:
     a combination it never saw (say a pink square, when squares came only in other colours) as
     background; on the copies the shapes come in other colours. Off in the demo: measured, not
     kept (README, "Where the held-out distribution is lost")."""
+    align_zoom: float = 0.0
+    """Alignment stage: also train on a zoomed-out copy of each image, shrunk by a factor drawn
+    uniformly in [align_zoom, 1) and placed anywhere on a canvas of its border colour, its grounded
+    boxes moved with it (scale jitter, as grounding and detection pretraining use). The projector
+    then reads things at sizes below those its pictures show (narrow bars, small shapes). 0 = off;
+    else in (0, 1)."""
     cache_trunk: bool = False
     """Trunk-cache stage of reward training: when everything below the trained top layers is frozen
     (`model.backbone.train_lm_layers` > 0, `train_projector: false`, no LoRA), compute the frozen

@@ -8,7 +8,7 @@ stream, so turning one on never changes the facts of a pair, only its wording or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +39,14 @@ class Variety:
     """Probability that a pair is followed by its counterfactual twin (`twins.py`): the same texts
     over a re-rendered picture in which the other answer is true, chosen and rejected swapped.
     The number of pairs stays `n_pairs`; twins take the place of independent pairs."""
+    foils: float = 0.0
+    """Probability that an existence question about an absent object asks for a conjunction foil
+    instead: the colour of one object in the picture with the shape of another ("a yellow
+    triangle" over a yellow circle and a red triangle), so that neither the colour nor the shape
+    alone says the answer (POPE's adversarial negatives; only scenes with such a pair)."""
 
     def __post_init__(self) -> None:
-        for name in ("pad", "twins"):
+        for name in ("pad", "twins", "foils"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Variety.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -69,6 +74,17 @@ def draw_until(build: Callable[[np.random.Generator, int], Draft], category: str
     raise RuntimeError(f"no acceptable {category} pair in {_MAX_DRAWS} draws")
 
 
+def conjunction_foil(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator,
+                     exclude_heldout: bool) -> tuple[str, str] | None:
+    """(shape, colour) of one object's shape with another's colour, a combination the scene does not
+    show (nor `HELDOUT_COMBOS` when `exclude_heldout`); None when the scene has no such pair."""
+    scene = {(o["shape"], o["colour"]) for o in objects}
+    options = sorted({(b["shape"], a["colour"]) for a in objects for b in objects
+                      if a["colour"] != b["colour"] and a["shape"] != b["shape"]}
+                     - scene - (HELDOUT_COMBOS if exclude_heldout else set()))
+    return options[int(rng.integers(len(options)))] if options else None
+
+
 def varied_draft(build: Callable[[np.random.Generator, int], Draft], category: str, seed: int, index: int,
                  size: int, variety: Variety, pair_stream: int, variety_stream: int) -> Draft:
     """Pair `index` of the training set with `seed`, with the options of `variety` applied."""
@@ -83,10 +99,17 @@ def varied_draft(build: Callable[[np.random.Generator, int], Draft], category: s
     else:
         draft = build(make_rng(0), size)
     prompt, chosen, rejected, image, meta = draft
+    foiled = False
+    if variety.foils and category == "hallucination/existence" and not meta["present"]:
+        foil_rng = np.random.default_rng([seed, variety_stream, index, 0xF0])
+        if foil_rng.random() < variety.foils:
+            query = conjunction_foil(meta["objects"], foil_rng, variety.exclude_heldout_combos)
+            if query is not None:
+                meta, foiled = {**meta, "query": {"shape": query[0], "colour": query[1]}}, True
     rng = np.random.default_rng([seed, variety_stream, index])
     if variety.layout:
         image, meta = rerender(category, meta, rng, TRAIN_LAYOUT)
-    if variety.paraphrase or variety.layout:
+    if variety.paraphrase or variety.layout or foiled:
         prompt, chosen, rejected = rephrase(category, meta, TRAIN_BANK if variety.paraphrase else BASE_BANK, rng)
     if variety.pad > 0:
         chosen, rejected, record = pad_pair(chosen, rejected, TRAIN_BANK, rng, variety.pad, variety.pad)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ...config import BackboneConfig
+from ...data.regions import zoomed_regions
 from ...errors import ConfigError
 from ..backbone import Backbone, Capabilities, register_backbone
 from ..common import Truncation, prepare_language_model, resolve_dtype
@@ -39,7 +40,7 @@ from .projector import (
     with_position_words,
     word_token_ids,
 )
-from .vision import ImageEncoder, encode_channel_permuted, encode_into_cache
+from .vision import ImageEncoder, encode_channel_permuted, encode_into_cache, encode_zoomed_out, zoom_draws
 from .weights import smollm2_dir
 
 
@@ -190,6 +191,12 @@ class MiniVL(Backbone):
         x = encode_into_cache(self.vision, self.feature_cache, images, mv.image_size,
                               batch_size, progress, "align: encode images")
         y = self.alignment_targets(items)
+        if mv.align_zoom:
+            if mv.align_colour_permute:
+                raise ConfigError("model.backbone.mini_vl.align_zoom and align_colour_permute are not combined")
+            draws = zoom_draws(len(items), seed, mv.align_zoom)
+            x = torch.cat([x, encode_zoomed_out(self.vision, images, draws, mv.image_size, batch_size, progress)])
+            y = torch.cat([y, self.alignment_targets([zoomed_regions(it, d) for it, d in zip(items, draws)])])
         x_colour = colour_mask = None
         if mv.align_colour_permute:
             x_colour, _ = encode_channel_permuted(self.vision, images, mv.image_size, seed, batch_size, progress)

@@ -162,3 +162,41 @@ def encode_channel_permuted(encoder: ImageEncoder, images: Sequence[Any], size: 
 
     feats = _encode_batches(encoder, list(zip(images, perms)), permuted, batch_size, progress, desc)
     return feats, perms
+
+
+def zoom_draws(n: int, seed: int, min_scale: float) -> list[tuple[float, float, float]]:
+    """(scale, left, top) of `n` zoomed-out copies, as fractions of the canvas side: the scale
+    uniform in [min_scale, 1), the placement uniform over the canvas (seeded; the global RNG is
+    not drawn from)."""
+    rng = np.random.default_rng([seed, 0x200])
+    out = []
+    for _ in range(n):
+        s = float(rng.uniform(min_scale, 1.0))
+        out.append((s, float(rng.uniform(0.0, 1.0 - s)), float(rng.uniform(0.0, 1.0 - s))))
+    return out
+
+
+def zoomed_out(image: Any, draw: tuple[float, float, float]) -> Any:
+    """The image shrunk by `draw`'s scale and pasted at its (left, top) on a canvas of the same size
+    filled with the image's border colour (the median of its edge pixels)."""
+    from PIL import Image
+
+    from ..common import load_image
+
+    img = load_image(image)
+    s, left, top = draw
+    w, h = img.size
+    arr = np.asarray(img)
+    edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    canvas = Image.new("RGB", (w, h), tuple(int(v) for v in np.median(edge, axis=0)))
+    small = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BICUBIC)
+    canvas.paste(small, (round(left * w), round(top * h)))
+    return canvas
+
+
+def encode_zoomed_out(encoder: ImageEncoder, images: Sequence[Any], draws: Sequence[tuple[float, float, float]],
+                      size: int, batch_size: int = 64, progress: bool = True,
+                      desc: str = "align: encode zoomed-out copies") -> torch.Tensor:
+    """(N, cells, C) features of each image zoomed out by its draw (`zoomed_out`); not cached."""
+    return _encode_batches(encoder, list(zip(images, draws)), lambda item: preprocess_image(zoomed_out(*item), size),
+                           batch_size, progress, desc)
