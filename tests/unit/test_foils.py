@@ -61,3 +61,22 @@ def test_foils_change_only_the_query_of_absent_existence_pairs():
     for k in range(10):
         assert S.make_example(9, k, "hallucination/count", variety=foiled) == \
             S.make_example(9, k, "hallucination/count", variety=BASE)
+
+
+def test_existence_binding_sorts_absent_objects_by_the_distractor_the_picture_shows():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "existence_binding.py"
+    spec = importlib.util.spec_from_file_location("existence_binding_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def meta(present, query, *objs):
+        return {"present": present, "query": {"shape": query[0], "colour": query[1]}, "objects": _objs(*objs)}
+
+    assert mod.kind_of(meta(True, ("star", "red"), ("star", "red"), ("circle", "red"))) == "present"
+    # Colour on another shape wins over shape in another colour: both are there.
+    assert mod.kind_of(meta(False, ("star", "red"), ("circle", "red"), ("star", "blue"))) == "absent: colour distractor"
+    assert mod.kind_of(meta(False, ("star", "red"), ("star", "blue"))) == "absent: shape distractor"
+    assert mod.kind_of(meta(False, ("star", "red"), ("circle", "blue"))) == "absent: unrelated"

@@ -40,9 +40,12 @@ def zoomed_regions(item: GroundedImage, draw: tuple[float, float, float]) -> Gro
     """The grounded image's regions after shrinking the image by `draw`'s scale and placing it at its
     (left, top), all as fractions of the canvas side (mini-vl's `align_zoom` copies)."""
     s, left, top = draw
-    return GroundedImage(item.image, tuple(
-        Region((left + s * x0, top + s * y0, left + s * x1, top + s * y1), r.text)
-        for r, (x0, y0, x1, y1) in ((r, r.box) for r in item.regions)))
+
+    def moved(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = box
+        return (left + s * x0, top + s * y0, left + s * x1, top + s * y1)
+
+    return GroundedImage(item.image, tuple(Region(moved(r.box), r.text) for r in item.regions))
 
 
 def _parse(row: dict[str, Any], base: str) -> GroundedImage:
