@@ -21,8 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/basereward demo
 
-# The same recipe on twice the visual training pairs (3,200), the projector also aligned on
-# colour-permuted copies of its pictures (~21 min on 2 cores). Extra settings go through ARGS,
+# The same recipe on twice the visual training pairs (3,200). Extra settings go through ARGS,
 # e.g. `make demo-full ARGS="train.seed=7"`.
 demo-full: $(STAMP)
 	$(BIN)/basereward demo --full --out runs/demo-full $(ARGS)

@@ -347,8 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "counterfactual twins (paraphrases, padding, layouts, held-out combinations left out)")
     data.add_argument("--plain-data", action="store_true", help="train on the plain generator (one house style "
                       "and wording: the demo's data before issue 13)")
-    p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs, the "
-                   "projector also aligned on colour-permuted copies of its pictures (~21 min on 2 cores)")
+    p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs")
     p.add_argument("--foils", type=float, default=None, metavar="P",
                    help="conjunction foils in this share of the absent-object existence pairs (see `data synth --foils`)")
     p.add_argument("--no-text-rm", action="store_true", help="one model trained on visual + HH-RLHF pairs, no text "
