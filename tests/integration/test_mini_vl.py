@@ -226,3 +226,36 @@ def test_cached_image_features_are_encoded_once(model, tmp_path):
         model.backbone.feature_cache.clear()
     assert calls == [3]  # three distinct files, one encoder call; the second request hits the cache
     assert len(cache) == 3 and cache[str(Path(paths[0]).resolve())].shape == (4, model.backbone.vision.out_channels)
+
+
+def test_question_first_layout_puts_the_image_after_the_prompt_and_shares_it_exactly():
+    """`image_position: after_prompt`: [head][prompt][image][end of turn]; the shared-prefix forward
+    equals the full one, a long prompt is cut before the image, and multi-turn prompts are refused."""
+    from basereward.errors import ConfigError
+
+    torch.manual_seed(0)
+    mv = MiniVLConfig(lm_layers=2, image_grid=2, image_position="after_prompt")
+    model = RewardModel(ModelConfig(backbone=BackboneConfig(name="mini-vl", max_length=96, max_prompt_length=40,
+                                                            mini_vl=mv),
+                                    head=HeadConfig(zero_init_last=False))).eval()
+    tok = model.backbone.tokenizer
+    long = "Please look very carefully at every corner of this picture. " * 4 + "Is there a red star?"
+    gs = [Group("Is there a red star?", ("Yes.", "No, there is none."), (solid_image(64, 64, 1),)),
+          Group(long, ("Yes.",), (solid_image(64, 64, 2),)), Group("Tell a joke.", ("Ha.",))]
+    batch = model.collate(gs)
+    ids, mask = batch["prefix_ids"][0].tolist(), batch["prefix_image_mask"][0].tolist()
+    first = mask.index(1)
+    assert sum(mask) == 4 and mask[first:first + 4] == [1, 1, 1, 1]
+    assert tok.decode(ids[:first]).endswith("Is there a red star?")
+    assert tok.decode(ids[first + 4:]).startswith("<|im_end|>")
+    # The long prompt is cut to the budget from its start; its end, the image and the turn's end stay.
+    n = int(batch["prefix_mask"][1].sum())
+    ids1, mask1 = batch["prefix_ids"][1].tolist()[:n], batch["prefix_image_mask"][1].tolist()[:n]
+    assert n == 40 and bool(batch["truncated_prompt"][2]) and sum(mask1) == 4
+    assert tok.decode(ids1[:mask1.index(1)]).endswith("Is there a red star?")
+    shared = _rewards(model, gs)
+    _set_share(model, False)
+    torch.testing.assert_close(_rewards(model, gs), shared, atol=1e-5, rtol=0)
+    _set_share(model, True)
+    with pytest.raises(ConfigError, match="image_position=after_prompt takes single-turn prompts"):
+        model.collate([Group("And now?", ("Yes.",), (solid_image(64, 64, 1),), history=(("user", "Hi"), ("assistant", "Hello")))])

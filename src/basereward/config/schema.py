@@ -80,6 +80,11 @@ class MiniVLConfig:
     an odd grid) instead of a soft word; `row_column`: the last two slots read its row half
     ("top" / "bottom" / "middle") and column half. The words are fixed input embeddings, not
     learned: the alignment stage leaves those slots alone and a frozen trunk stays cacheable."""
+    image_position: Literal["before_prompt", "after_prompt"] = "before_prompt"
+    """Where the image tokens sit in the user turn. `after_prompt`: after the question (single-turn
+    prompts only), so that the causal LM reads every grid cell knowing what is asked ("is there a
+    yellow triangle?" can be checked cell by cell, where before the prompt it takes a search over
+    the cells from the question's tokens)."""
     lm_layers: int = 0
     """Keep only the first N decoder layers of the language model (0 = all 30); a shallower LM
     trains several times faster on CPU."""

@@ -44,8 +44,10 @@ class MiniVLCollator:
     """
 
     def __init__(self, tokenizer: Any, *, truncation: Truncation, system_prompt: str, image_size: int,
-                 tokens_per_image: int, feature_cache: dict[str, torch.Tensor]) -> None:
+                 tokens_per_image: int, feature_cache: dict[str, torch.Tensor],
+                 image_position: str = "before_prompt") -> None:
         self.tokenizer = tokenizer
+        self.image_position = image_position
         self.truncation, self.system_prompt = truncation, system_prompt
         self.image_size, self.tokens_per_image = image_size, tokens_per_image
         self.feature_cache = feature_cache
@@ -66,6 +68,8 @@ class MiniVLCollator:
         # The first user turn's text, later turns, the prompt and the assistant turn's opening; the
         # image tokens sit between the head and this tail.
         tail_text = prefix_text[len(self.head_text):]
+        if self.image_position == "after_prompt" and n_img:
+            return self._question_first_rows(group, tail_text, n_img)
         enc = tok(tail_text, add_special_tokens=False, return_offsets_mapping=True)
         fixed = len(self.head_ids) + n_img
         # Cuttable: from the first user text to the end of the prompt (earlier turns go first).
@@ -78,6 +82,29 @@ class MiniVLCollator:
         fitted = [self.truncation.fit_response(len(prefix_ids), r)
                   for r in tok(answers, add_special_tokens=False)["input_ids"]]
         return prefix_ids, prefix_img, prompt_cut, [r for r, _ in fitted], [c for _, c in fitted]
+
+    def _question_first_rows(self, group: Group, tail_text: str, n_img: int):
+        """`_token_rows` with the image tokens after the prompt (`mini_vl.image_position:
+        after_prompt`): [chat head][prompt][image tokens][end of turn, assistant turn]. A causal LM
+        then reads every image token knowing the question."""
+        from ...errors import ConfigError
+
+        if group.history:
+            raise ConfigError("model.backbone.mini_vl.image_position=after_prompt takes single-turn prompts")
+        tok = self.tokenizer
+        end = tail_text.rfind(group.prompt) + len(group.prompt)
+        question, rest = tail_text[:end], tail_text[end:]
+        enc = tok(question, add_special_tokens=False, return_offsets_mapping=True)
+        rest_ids = tok(rest, add_special_tokens=False)["input_ids"]
+        a, b = token_span(enc["offset_mapping"], question.find(group.prompt), end)
+        fixed = len(self.head_ids)
+        ids, prompt_cut = self.truncation.fit_prompt(
+            self.head_ids + enc["input_ids"] + [self.pad_id] * n_img + rest_ids, (fixed + a, fixed + b))
+        image_at = len(ids) - len(rest_ids) - n_img
+        prefix_img = [0] * image_at + [1] * n_img + [0] * len(rest_ids)
+        answers = [conversation_text("", r)[1] for r in group.responses]
+        fitted = [self.truncation.fit_response(len(ids), r) for r in tok(answers, add_special_tokens=False)["input_ids"]]
+        return ids, prefix_img, prompt_cut, [r for r, _ in fitted], [c for _, c in fitted]
 
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
         sizes = group_sizes_tensor(groups)

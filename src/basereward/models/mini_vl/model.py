@@ -96,7 +96,7 @@ class MiniVL(Backbone):
         self.tokens_per_image = mv.image_grid * mv.image_grid * self.slots
         self.collator = MiniVLCollator(self.tokenizer, truncation=Truncation.from_config(cfg), system_prompt=cfg.system_prompt,
                                        image_size=mv.image_size, tokens_per_image=self.tokens_per_image,
-                                       feature_cache=self.feature_cache)
+                                       feature_cache=self.feature_cache, image_position=mv.image_position)
         self._trunk: TrunkCache | None = None
         self._trunk_stores: dict[int, dict] | None = None
 
