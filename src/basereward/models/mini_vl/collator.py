@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ...data.schema import Group
+from ...errors import ConfigError
 from ..backbone import conversation_text
 from ..common import Truncation, group_sizes_tensor, pad_right, pad_token_id, token_span
 from .vision import image_key, preprocess_image
@@ -78,17 +79,12 @@ class MiniVLCollator:
         prefix_ids, prompt_cut = self.truncation.fit_prompt(
             self.head_ids + [self.pad_id] * n_img + enc["input_ids"], (fixed + a, fixed + b))
         prefix_img = [0] * len(self.head_ids) + [1] * n_img + [0] * (len(prefix_ids) - fixed)
-        answers = [conversation_text("", r)[1] for r in group.responses]
-        fitted = [self.truncation.fit_response(len(prefix_ids), r)
-                  for r in tok(answers, add_special_tokens=False)["input_ids"]]
-        return prefix_ids, prefix_img, prompt_cut, [r for r, _ in fitted], [c for _, c in fitted]
+        return (prefix_ids, prefix_img, prompt_cut, *self._fit_responses(group, len(prefix_ids)))
 
     def _question_first_rows(self, group: Group, tail_text: str, n_img: int):
         """`_token_rows` with the image tokens after the prompt (`mini_vl.image_position:
         after_prompt`): [chat head][prompt][image tokens][end of turn, assistant turn]. A causal LM
         then reads every image token knowing the question."""
-        from ...errors import ConfigError
-
         if group.history:
             raise ConfigError("model.backbone.mini_vl.image_position=after_prompt takes single-turn prompts")
         tok = self.tokenizer
@@ -102,9 +98,14 @@ class MiniVLCollator:
             self.head_ids + enc["input_ids"] + [self.pad_id] * n_img + rest_ids, (fixed + a, fixed + b))
         image_at = len(ids) - len(rest_ids) - n_img
         prefix_img = [0] * image_at + [1] * n_img + [0] * len(rest_ids)
+        return (ids, prefix_img, prompt_cut, *self._fit_responses(group, len(ids)))
+
+    def _fit_responses(self, group: Group, prefix_len: int) -> tuple[list[list[int]], list[bool]]:
+        """(response ids, response cut? each): each response cut against the prefix alone."""
         answers = [conversation_text("", r)[1] for r in group.responses]
-        fitted = [self.truncation.fit_response(len(ids), r) for r in tok(answers, add_special_tokens=False)["input_ids"]]
-        return ids, prefix_img, prompt_cut, [r for r, _ in fitted], [c for _, c in fitted]
+        fitted = [self.truncation.fit_response(prefix_len, r)
+                  for r in self.tokenizer(answers, add_special_tokens=False)["input_ids"]]
+        return [r for r, _ in fitted], [c for _, c in fitted]
 
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
         sizes = group_sizes_tensor(groups)
