@@ -223,7 +223,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"demo: --foils must be in [0, 1], got {args.foils}")
         variety = replace(variety if variety is not None else demo_variety(), foils=args.foils)
     run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full,
-             text_rm=not args.no_text_rm)
+             text_rm=not args.no_text_rm, word_scenes=args.word_scenes)
     return 0
 
 
@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs")
     p.add_argument("--foils", type=float, default=None, metavar="P",
                    help="conjunction foils in this share of the absent-object existence pairs (see `data synth --foils`)")
+    p.add_argument("--word-scenes", type=int, default=0, metavar="N",
+                   help="add N word-scene pairs (a text-only binding curriculum) to mini-vl's training pairs")
     p.add_argument("--no-text-rm", action="store_true", help="one model trained on visual + HH-RLHF pairs, no text "
                    "RM and no router")
     p.add_argument("overrides", nargs="*")

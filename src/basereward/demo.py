@@ -133,14 +133,15 @@ def train_text_rm(out: Path, hh_train: str | Path, overrides: Sequence[str] = ()
 
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
              n_train: int = 0, n_heldout: int = 0, variety: Any = None, full: bool = False,
-             text_rm: bool = True, reweight: dict[str, float] | None = None) -> dict:
+             text_rm: bool = True, reweight: dict[str, float] | None = None, word_scenes: int = 0) -> dict:
     """The demo's recipe (DEMO_OVERRIDES on configs/demo.yaml, a text RM and the modality router
     in `<out>/router`, which is what the held-out splits are scored with).
 
     `variety`: a `data.synthetic.Variety` for the training and validation pairs (None:
     `demo_variety()`); `reweight`: factors on the training split's default category shares
     (`data.synthetic.assign_categories`). `full`: FULL_VISUAL_PAIRS visual training
-    pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
+    pairs. `word_scenes`: that many word-scene pairs (data/synthetic/word_scenes.py) join mini-vl's
+    training pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
     no router.
     """
     user_overrides = list(overrides)
@@ -179,6 +180,11 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     from .training.data import load_training_data
 
     pairs, val = load_training_data(cfg.data, cfg.train.seed)
+    if word_scenes:
+        # Text-only binding curriculum (data/synthetic/word_scenes.py), kept whatever data.text_ratio says.
+        from .data.synthetic.word_scenes import generate_word_scenes
+
+        pairs = [*pairs, *generate_word_scenes(str(data_dir / "word-scenes"), word_scenes, seed=SYNTH_TRAIN)]
     n_mm = sum(p.is_multimodal for p in pairs)
     print(f"[demo] 2/4 training mini-vl on {len(pairs)} pairs ({n_mm} visual, {len(pairs) - n_mm} text)"
           f" [{time.time() - t0:.0f} s]", flush=True)

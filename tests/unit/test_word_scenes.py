@@ -1,0 +1,114 @@
+"""Word scenes (data/synthetic/word_scenes.py): the picture written as the projector's words, the
+labels that follow from it, and the rules the training data keeps (no held-out combination, no
+held-out wording)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from basereward.data.synthetic import word_scenes as ws
+from basereward.data.synthetic.combos import HELDOUT_COMBOS
+from basereward.data.synthetic.heldout import HELDOUT_BANK
+
+EXIST, COLOUR, OBJECT = "hallucination/existence", "hallucination/color", "hallucination/object"
+
+
+def test_scene_text_by_hand():
+    # A red star over cells 0 and 4 (centre 0) and a gold cup in cell 15; no partial readings.
+    text = ws.scene_text([("star", "red"), ("cup", "gold")], [[0, 4], [15]], np.random.default_rng(0),
+                         ws.SceneOptions(partial=0.0))
+    cells = ["red star,", *["background,,"] * 3, "red star,", *["background,,"] * 10, "gold cup,"]
+    assert text == "".join(" " + c for c in cells)
+
+
+def test_partial_cells_read_the_colour_alone_but_never_the_centre():
+    text = ws.scene_text([("star", "red")], [[5, 6, 9, 10]], np.random.default_rng(0), ws.SceneOptions(partial=1.0))
+    cells = ["background,,"] * 16
+    cells[5], cells[6], cells[9], cells[10] = "red star,", "red,,", "red,,", "red,,"
+    assert text == "".join(" " + c for c in cells)
+
+
+def test_placed_blocks_are_disjoint_and_on_the_grid():
+    for seed in range(50):
+        blocks = ws.place(np.random.default_rng(seed), 4)
+        cells = [c for b in blocks for c in b]
+        assert len(cells) == len(set(cells)) and all(0 <= c < ws.GRID ** 2 for c in cells)
+        for b in blocks:  # a block is a rectangle of at most 2x2 cells
+            rows, cols = {c // ws.GRID for c in b}, {c % ws.GRID for c in b}
+            assert len(b) == len(rows) * len(cols) and len(rows) <= 2 and len(cols) <= 2
+
+
+def _cells(meta):
+    return {c: (o["shape"], o["colour"]) for o in meta["objects"] for c in o["cells"]}
+
+
+@pytest.mark.parametrize("index", range(60))
+def test_existence_label_follows_the_scene(index):
+    prompt, chosen, rejected, meta = ws.make_scene_example(3, index, EXIST)
+    objects = [(o["shape"], o["colour"]) for o in meta["objects"]]
+    query = (meta["query"]["shape"], meta["query"]["colour"])
+    assert (query in objects) == meta["present"]
+    if meta["kind"] == "colour distractor":
+        assert any(c == query[1] for _, c in objects) and query not in objects
+    if meta["kind"] == "shape distractor":
+        assert any(s == query[0] for s, _ in objects) and query not in objects
+    # The scene names the query's colour and noun in one cell exactly when the object is there.
+    assert (f" {query[1]} {query[0]}," in prompt) == meta["present"]
+
+
+@pytest.mark.parametrize("index", range(30))
+def test_colour_and_object_questions_name_one_object(index):
+    _, chosen, rejected, meta = ws.make_scene_example(4, index, COLOUR)
+    nouns = [o["shape"] for o in meta["objects"]]
+    assert nouns.count(nouns[0]) == 1 and meta["objects"][0]["colour"] == meta["true"] != meta["fake"]
+    assert meta["true"] in chosen and meta["fake"] in rejected
+    _, chosen, rejected, meta = ws.make_scene_example(4, index, OBJECT)
+    colours = [o["colour"] for o in meta["objects"]]
+    assert colours.count(colours[0]) == 1 and meta["objects"][0]["shape"] == meta["true"] != meta["fake"]
+
+
+def test_absent_objects_are_mostly_conjunction_foils():
+    kinds = [ws.make_scene_example(5, i, EXIST)[3]["kind"] for i in range(600)]
+    absent = [k for k in kinds if k != "present"]
+    assert 0.4 < len(absent) / len(kinds) < 0.6
+    assert 0.4 < absent.count("colour distractor") / len(absent) < 0.6
+
+
+def test_no_heldout_combination_and_no_heldout_wording(tmp_path):
+    pairs = ws.generate_word_scenes(str(tmp_path), 300, seed=0, progress=False)
+    assert len(pairs) == 300 and {p.category for p in pairs} == {"scene/existence", "scene/color", "scene/object"}
+    heldout_texts = {t for v in HELDOUT_BANK.values() if isinstance(v, tuple)
+                     for t in (v if isinstance(v[0], str) else [x for pair in v for x in pair])}
+    stems = {t.split("{")[0] for t in heldout_texts if len(t.split("{")[0]) > 12}
+    for i, p in enumerate(pairs):
+        cat = {"scene/existence": EXIST, "scene/color": COLOUR, "scene/object": OBJECT}[p.category]
+        meta = ws.make_scene_example(0, i, cat)[3]
+        used = {(o["shape"], o["colour"]) for o in meta["objects"]}
+        if cat == EXIST:
+            used.add((meta["query"]["shape"], meta["query"]["colour"]))
+        elif cat == COLOUR:
+            used.add((meta["objects"][0]["shape"], meta["fake"]))
+        else:
+            used.add((meta["fake"], meta["objects"][0]["colour"]))
+        assert not used & HELDOUT_COMBOS
+        assert not any(s in text for s in stems for text in (p.prompt, p.chosen, p.rejected))
+
+
+def test_deterministic_by_seed(tmp_path):
+    a = ws.generate_word_scenes(str(tmp_path / "a"), 40, seed=1, progress=False)
+    b = ws.generate_word_scenes(str(tmp_path / "b"), 40, seed=1, progress=False)
+    c = ws.generate_word_scenes(str(tmp_path / "c"), 40, seed=2, progress=False)
+    assert a == b and a != c
+    assert (tmp_path / "a" / "pairs.jsonl").read_bytes() == (tmp_path / "b" / "pairs.jsonl").read_bytes()
+
+
+def test_every_word_is_one_token_as_the_projector_reads_it():
+    from transformers import AutoTokenizer
+
+    from basereward.models.mini_vl.projector import word_token_ids
+    from basereward.models.mini_vl.weights import smollm2_dir
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
+    for w in (*ws.EXTRA_COLOURS, *ws.EXTRA_NOUNS, ws.BACKGROUND):
+        assert len(word_token_ids(tok, [w])) == 1, w
