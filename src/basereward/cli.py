@@ -147,11 +147,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from .demo import varied_variety
         from .errors import ConfigError
 
-        if args.distribution == "heldout":
+        if args.distribution != "train":
             if args.varied or args.twins or args.reweight or args.foils:
                 raise ConfigError("data synth: --varied, --twins, --foils and --reweight are options of the "
                                   "training distribution")
-            pairs = generate_heldout(args.out, n_pairs=args.n, seed=args.seed)
+            if args.n < 0:
+                raise ConfigError(f"data synth: --n must be >= 0, got {args.n}")
+            if args.distribution == "heldout":
+                pairs = generate_heldout(args.out, n_pairs=args.n, seed=args.seed)
+            else:
+                from .data.synthetic.word_scenes import generate_word_scenes
+
+                pairs = generate_word_scenes(args.out, n_pairs=args.n, seed=args.seed)
         else:
             for name in ("twins", "foils"):
                 if not 0.0 <= getattr(args, name) <= 1.0:
@@ -222,6 +229,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not 0.0 <= args.foils <= 1.0:
             raise ConfigError(f"demo: --foils must be in [0, 1], got {args.foils}")
         variety = replace(variety if variety is not None else demo_variety(), foils=args.foils)
+    if args.word_scenes is not None and args.word_scenes < 0:
+        raise ConfigError(f"demo: --word-scenes must be >= 0, got {args.word_scenes}")
     run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full,
              text_rm=not args.no_text_rm, word_scenes=args.word_scenes)
     return 0
@@ -280,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True)
     d.add_argument("--n", type=int, default=2000)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--distribution", choices=["train", "heldout"], default="train",
-                   help="heldout: unseen wording, padded answers, new layouts and colour/shape combinations")
+    d.add_argument("--distribution", choices=["train", "heldout", "word-scenes"], default="train",
+                   help="heldout: unseen wording, padded answers, new layouts and colour/shape combinations; "
+                        "word-scenes: text-only pairs whose prompt is a picture written as the words projector's "
+                        "words, a binding curriculum for mini-vl (data/synthetic/word_scenes.py)")
     d.add_argument("--varied", action="store_true", help="the varied training generator of `demo --varied-data`: "
                    "paraphrases, neutral padding, varied layouts, the held-out combinations left out")
     d.add_argument("--twins", type=float, default=0.0, metavar="P",
@@ -350,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs")
     p.add_argument("--foils", type=float, default=None, metavar="P",
                    help="conjunction foils in this share of the absent-object existence pairs (see `data synth --foils`)")
-    p.add_argument("--word-scenes", type=int, default=0, metavar="N",
-                   help="add N word-scene pairs (a text-only binding curriculum) to mini-vl's training pairs")
+    p.add_argument("--word-scenes", type=int, default=None, metavar="N",
+                   help="word-scene pairs (a text-only binding curriculum) added to mini-vl's training pairs "
+                        "(default 700, 1,400 with --full; 0: none)")
     p.add_argument("--no-text-rm", action="store_true", help="one model trained on visual + HH-RLHF pairs, no text "
                    "RM and no router")
     p.add_argument("overrides", nargs="*")

@@ -4,7 +4,8 @@
    counterfactual twins, a held-out split with another seed, the held-out distribution) and
    write the seeded HH-RLHF train/validation split;
 2. train mini-vl (EfficientNet-Lite0 -> projector -> SmolLM2-135M-Instruct) on the visual pairs
-   with configs/demo.yaml + DEMO_OVERRIDES, and a text RM on the HH-RLHF pairs; save the modality
+   and the word scenes (a text-only binding curriculum, data/synthetic/word_scenes.py) with
+   configs/demo.yaml + DEMO_OVERRIDES, and a text RM on the HH-RLHF pairs; save the modality
    router over the two (`--no-text-rm`: one model on visual + text pairs);
 3. score, through the router, the held-out visual split, the same pairs with images shuffled
    between pairs (how much of the accuracy comes from the image), the held-out distribution and
@@ -39,6 +40,10 @@ DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
 # `--no-text-rm`: one model, HH-RLHF pairs mixed into its training (configs/demo.yaml's text_ratio).
 SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
 FULL_VISUAL_PAIRS = 3200
+# Word scenes (data/synthetic/word_scenes.py) that join mini-vl's training pairs: a text-only binding
+# curriculum, so that "is there a yellow star?" is answered from the cell that holds both words.
+# `--full` doubles them with the visual pairs.
+WORD_SCENES = 700
 # `--full` with the projector also aligned on colour-permuted copies of its pictures
 # (`model.backbone.mini_vl.align_colour_permute=true`) was measured and not kept: held-out
 # distribution 71.5% / 69.5% on seeds 42 / 7 (67.5% / 69.5% without), but existence 72.2% / 59.3%
@@ -133,7 +138,8 @@ def train_text_rm(out: Path, hh_train: str | Path, overrides: Sequence[str] = ()
 
 def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] = (), quick: bool = False,
              n_train: int = 0, n_heldout: int = 0, variety: Any = None, full: bool = False,
-             text_rm: bool = True, reweight: dict[str, float] | None = None, word_scenes: int = 0) -> dict:
+             text_rm: bool = True, reweight: dict[str, float] | None = None,
+             word_scenes: int | None = None) -> dict:
     """The demo's recipe (DEMO_OVERRIDES on configs/demo.yaml, a text RM and the modality router
     in `<out>/router`, which is what the held-out splits are scored with).
 
@@ -141,7 +147,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     `demo_variety()`); `reweight`: factors on the training split's default category shares
     (`data.synthetic.assign_categories`). `full`: FULL_VISUAL_PAIRS visual training
     pairs. `word_scenes`: that many word-scene pairs (data/synthetic/word_scenes.py) join mini-vl's
-    training pairs. `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
+    training pairs (None: WORD_SCENES, twice that with `full`, 32 with `quick`; 0: none). `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
     no router.
     """
     user_overrides = list(overrides)
@@ -159,6 +165,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     data_dir = out / "data"
     n_train = n_train or (64 if quick else FULL_VISUAL_PAIRS if full else 1600)
     n_val = 32 if quick else 200
+    if word_scenes is None:
+        word_scenes = 32 if quick else WORD_SCENES * (2 if full else 1)
     n_heldout = n_heldout or (32 if quick else 400)
     print(f"[demo] 1/4 data -> {data_dir}", flush=True)
     generate(data_dir / "synth-train", n_pairs=n_train, seed=SYNTH_TRAIN, variety=variety, reweight=reweight)
@@ -221,7 +229,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     results = {
         **evaluate_splits(source, heldout, hh_val, heldout_dist=heldout_dist),
         "train": result,
-        "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "heldout": len(heldout), "hh_val": len(hh_val),
+        "counts": {"train_pairs": len(pairs), "train_visual": n_mm, "word_scenes": word_scenes,
+                   "heldout": len(heldout), "hh_val": len(hh_val),
                    "train_categories": dict(sorted(Counter(p.category or "text" for p in pairs).items()))},
         "reweight": reweight,
         "truncation": truncation_summary(source),

@@ -70,7 +70,10 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
 
     counts = results["counts"]
     assert (counts["heldout"], counts["hh_val"], counts["train_visual"]) == (32, 16, 64)
-    assert counts["train_pairs"] == counts["train_visual"]  # mini-vl trains on the visual pairs alone
+    # mini-vl trains on the visual pairs and the word scenes (text-only binding curriculum) alone.
+    assert counts["train_pairs"] == counts["train_visual"] + counts["word_scenes"] == 64 + 32
+    scenes = load_pairs(out / "data" / "word-scenes" / "pairs.jsonl")
+    assert len(scenes) == 32 and not any(p.images for p in scenes)
     acc = results["accuracy"]
     assert set(acc) == set(SPLITS)
     # Accuracies are whole pairs out of the split sizes.

@@ -156,6 +156,21 @@ def test_tap_max_pool_adds_the_cell_maxima_of_the_early_stages():
     assert (fb[..., 1472:] >= fb[..., 1360:1472] - 1e-6).all()
 
 
+def test_bf16_encoder_gives_float32_features_close_to_float32_ones():
+    from basereward.models.mini_vl import ImageEncoder
+
+    torch.manual_seed(0)
+    full, half = ImageEncoder(2, tap_max_pool=True).eval(), ImageEncoder(2, tap_max_pool=True, bf16=True).eval()
+    half.load_state_dict(full.state_dict())
+    pixels = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a, b = full(pixels), half(pixels)
+    assert b.dtype == torch.float32 and b.shape == a.shape and not torch.equal(a, b)
+    # bf16 keeps 8 bits of mantissa: the features agree to about a percent of their scale.
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+    assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
 def test_colour_histogram_appends_the_cell_histograms_to_the_cnn_features():
     from basereward.models.mini_vl import ImageEncoder
     from basereward.models.mini_vl.vision import colour_histogram

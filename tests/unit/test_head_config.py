@@ -62,7 +62,8 @@ def test_paper_preset_loads(tmp_path):
     demo = load_config(root / "demo.yaml")
     assert demo.model.backbone.name == "mini-vl"
     mv = demo.model.backbone.mini_vl
-    assert (mv.projector, mv.image_grid, mv.lm_layers, mv.cache_trunk, mv.align_epochs) == ("words", 4, 12, True, 40)
+    assert (mv.projector, mv.image_grid, mv.lm_layers, mv.cache_trunk, mv.align_epochs) == ("words", 4, 12, True, 20)
+    assert (mv.align_zoom, mv.image_encoder_dtype) == (0.5, "bfloat16")
     assert demo.model.backbone.train_lm_layers == 4
 
 

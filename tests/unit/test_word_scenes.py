@@ -12,6 +12,8 @@ from basereward.data.synthetic.combos import HELDOUT_COMBOS
 from basereward.data.synthetic.heldout import HELDOUT_BANK
 
 EXIST, COLOUR, OBJECT = "hallucination/existence", "hallucination/color", "hallucination/object"
+DESC = "general/description"
+BY_NAME = {"scene/existence": EXIST, "scene/color": COLOUR, "scene/object": OBJECT, "scene/description": DESC}
 
 
 def test_scene_text_by_hand():
@@ -68,6 +70,20 @@ def test_colour_and_object_questions_name_one_object(index):
     assert colours.count(colours[0]) == 1 and meta["objects"][0]["shape"] == meta["true"] != meta["fake"]
 
 
+@pytest.mark.parametrize("index", range(30))
+def test_a_description_swaps_one_attribute_of_one_object(index):
+    from basereward.data.synthetic.base import a
+
+    _, chosen, rejected, meta = ws.make_scene_example(6, index, DESC, ws.SceneOptions(pad=0.0))
+    objects = [(o["shape"], o["colour"]) for o in meta["objects"]]
+    target, fake = objects[meta["target"]], (meta["fake"]["shape"], meta["fake"]["colour"])
+    assert fake not in objects and (fake[0] == target[0]) != (fake[1] == target[1])
+    # Unpadded, the two answers differ in that one object only.
+    t, f = a(f"{target[1]} {target[0]}"), a(f"{fake[1]} {fake[0]}")
+    assert t.lower() in chosen.lower() and f.lower() in rejected.lower()
+    assert chosen.lower().replace(t.lower(), "#") == rejected.lower().replace(f.lower(), "#")
+
+
 def test_absent_objects_are_mostly_conjunction_foils():
     kinds = [ws.make_scene_example(5, i, EXIST)[3]["kind"] for i in range(600)]
     absent = [k for k in kinds if k != "present"]
@@ -77,18 +93,20 @@ def test_absent_objects_are_mostly_conjunction_foils():
 
 def test_no_heldout_combination_and_no_heldout_wording(tmp_path):
     pairs = ws.generate_word_scenes(str(tmp_path), 300, seed=0, progress=False)
-    assert len(pairs) == 300 and {p.category for p in pairs} == {"scene/existence", "scene/color", "scene/object"}
+    assert len(pairs) == 300 and {p.category for p in pairs} == set(BY_NAME)
     heldout_texts = {t for v in HELDOUT_BANK.values() if isinstance(v, tuple)
                      for t in (v if isinstance(v[0], str) else [x for pair in v for x in pair])}
     stems = {t.split("{")[0] for t in heldout_texts if len(t.split("{")[0]) > 12}
     for i, p in enumerate(pairs):
-        cat = {"scene/existence": EXIST, "scene/color": COLOUR, "scene/object": OBJECT}[p.category]
+        cat = BY_NAME[p.category]
         meta = ws.make_scene_example(0, i, cat)[3]
         used = {(o["shape"], o["colour"]) for o in meta["objects"]}
         if cat == EXIST:
             used.add((meta["query"]["shape"], meta["query"]["colour"]))
         elif cat == COLOUR:
             used.add((meta["objects"][0]["shape"], meta["fake"]))
+        elif cat == DESC:
+            used.add((meta["fake"]["shape"], meta["fake"]["colour"]))
         else:
             used.add((meta["fake"], meta["objects"][0]["colour"]))
         assert not used & HELDOUT_COMBOS

@@ -11,7 +11,7 @@ A word scene is a text-only pair whose prompt *starts with a picture written as 
 cell by cell in raster order, followed directly by the question (where the image tokens would be
 followed by it). Attributes and nouns come from a vocabulary far larger than the rendered one
 (28 colours x 38 nouns), so no combination can be memorised: the only rule that fits is to find
-the asked attribute and noun *in the same cell*. Absent objects are mostly conjunction foils (the
+the asked attribute and noun *in the same cell*. Descriptions swap one object's colour or noun. Absent objects are mostly conjunction foils (the
 colour on another noun, or the noun in another colour). Questions and answers are worded from the
 training phrase bank (`paraphrases.TRAIN_BANK`, with its lead-ins and neutral padding), never the
 held-out one, and the held-out colour/shape combinations (`combos.HELDOUT_COMBOS`) never occur.
@@ -49,7 +49,8 @@ EXTRA_NOUNS = ("cup", "car", "dog", "tree", "house", "kite", "bottle", "chair", 
                "bird", "fish", "key", "shoe", "clock", "bell", "flower", "apple", "moon", "sun", "cloud", "heart",
                "arrow", "ring", "box", "cube", "cone")
 # Share of each question kind; every one needs the attribute bound to its noun.
-CATEGORY_WEIGHTS = {"hallucination/existence": 0.5, "hallucination/color": 0.25, "hallucination/object": 0.25}
+CATEGORY_WEIGHTS = {"hallucination/existence": 0.4, "hallucination/color": 0.2, "hallucination/object": 0.2,
+                    "general/description": 0.2}
 # An absent object's kind: its colour on another noun, its noun in another colour, or unrelated.
 ABSENT_KINDS = {"colour distractor": 0.5, "shape distractor": 0.3, "unrelated": 0.2}
 
@@ -184,7 +185,24 @@ def _object(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
     return {"objects": objects, "true": true, "fake": fake}
 
 
-_FACTS = {"hallucination/existence": _existence, "hallucination/color": _colour, "hallucination/object": _object}
+def _description(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
+    objects: list[tuple[str, str]] = []
+    for _ in range(int(rng.integers(1, 5))):
+        objects.append(_draw_object(rng, opts, set(objects)))
+    target = int(rng.integers(len(objects)))
+    noun, colour = objects[target]
+    # One object's colour or noun swapped, never into another object's combination (a repeated
+    # "a red star ... a red star" would mark the rejected answer without the scene).
+    if rng.random() < 0.5:
+        fake = _draw_object(rng, opts, set(objects), noun=noun)
+    else:
+        fake = _draw_object(rng, opts, set(objects), colour=colour)
+    return {"objects": objects, "target": target, "fake": {"shape": fake[0], "colour": fake[1]},
+            "texture": "plain"}
+
+
+_FACTS = {"hallucination/existence": _existence, "hallucination/color": _colour, "hallucination/object": _object,
+          "general/description": _description}
 
 
 def make_scene_example(seed: int, index: int, category: str,
@@ -195,7 +213,10 @@ def make_scene_example(seed: int, index: int, category: str,
     objects = facts["objects"]
     blocks = place(rng, len(objects))
     scene = scene_text(objects, blocks, rng, opts)
-    meta = {**facts, "objects": [{"shape": s, "colour": c, "cells": b} for (s, c), b in zip(objects, blocks)]}
+    # A block's centre cell gives the object's place (descriptions list objects left to right).
+    meta = {**facts, "objects": [{"shape": s, "colour": c, "cells": b,
+                                  "center": [(b[0] % GRID + 0.5) / GRID, (b[0] // GRID + 0.5) / GRID]}
+                                 for (s, c), b in zip(objects, blocks)]}
     question, chosen, rejected = rephrase(category, meta, TRAIN_BANK, rng)
     chosen, rejected, padding = pad_pair(chosen, rejected, TRAIN_BANK, rng, opts.pad, opts.pad)
     meta["padding"] = padding

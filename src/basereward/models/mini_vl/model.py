@@ -72,7 +72,8 @@ class MiniVL(Backbone):
         self.hidden_size = lm.config.hidden_size
         # Construction order (encoder, projector, LM adapters, then the head outside) fixes which
         # random draws initialise what: keep it, or a seed trains a different model.
-        self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool, mv.image_colour_histogram)
+        self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool, mv.image_colour_histogram,
+                                   bf16=mv.image_encoder_dtype == "bfloat16")
         for p in self.vision.parameters():
             # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)

@@ -27,8 +27,9 @@ class ImageEncoder(nn.Module):
     HIST_LEVELS = 5  # colour histogram: levels per RGB channel (0, 1/4, ..., 1), 125 bins
 
     def __init__(self, grid: int, multiscale: bool = True, tap_max_pool: bool = False,
-                 colour_histogram: bool = False) -> None:
+                 colour_histogram: bool = False, bf16: bool = False) -> None:
         super().__init__()
+        self.bf16 = bf16  # run the CNN under bf16 autocast (mini_vl.image_encoder_dtype)
         # channels_last runs the depthwise convolutions ~30% faster on CPU.
         self.net = efficientnet_lite0().to(memory_format=torch.channels_last)
         self.pool = nn.AdaptiveAvgPool2d(grid)
@@ -42,6 +43,12 @@ class ImageEncoder(nn.Module):
                              + (2 * self.HIST_LEVELS ** 3 if colour_histogram else 0))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.bf16:
+            with torch.autocast(pixels.device.type, dtype=torch.bfloat16):
+                return self._features(pixels).float()
+        return self._features(pixels)
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(pixels.contiguous(memory_format=torch.channels_last))))
         taps = []
