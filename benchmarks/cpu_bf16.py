@@ -7,7 +7,7 @@ backward, no optimizer step, so both see identical weights), once in float32 and
 `torch.autocast("cpu", torch.bfloat16)` (what Accelerate's bf16 does on a CPU), and report seconds
 per micro-batch, the speed-up, and how far the bf16 rewards are from the float32 ones.
 
-On a CPU with AMX bf16 units the demo config turns bf16 on; elsewhere `bf16-where-fast` means
+On a CPU with AVX-512 bf16 instructions the demo config turns bf16 on; elsewhere `bf16-where-fast` means
 float32, and this script shows what forcing bf16 there would cost.
 
     python benchmarks/cpu_bf16.py              # ~1 min on 2 CPU cores
@@ -78,7 +78,7 @@ def main() -> None:
         *(f"{k:<15} {v:8.3f}" for k, v in rows.items()),
         f"speed-up of bf16: {speedup:.2f}x",
         f"max |reward difference| bf16 vs float32: {diff:.2e}; pairs ordered the same: {100 * agree:.1f}%",
-        f"native bf16 on this CPU (AMX + AVX-512 bf16): {native}; "
+        f"native bf16 on this CPU (AVX-512 bf16): {native}; "
         f"bf16-where-fast resolves to: {resolve_mixed_precision('bf16-where-fast')}",
     ])
     print(table)
