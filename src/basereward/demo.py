@@ -32,8 +32,8 @@ from .scoring.truncation import truncation_lines, truncation_summary
 SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint splits
 
 # The demo's recipe (issue 13: transfer to the held-out distribution within 15 minutes). mini-vl
-# trains on the visual pairs alone, from the varied generator with counterfactual twins
-# (`demo_variety`), for three epochs; a text reward model (the same backbone without images,
+# trains on the visual pairs, from the varied generator with counterfactual twins
+# (`demo_variety`), and the word scenes (no HH-RLHF pairs), for three epochs; a text reward model (the same backbone without images,
 # trained on the HH-RLHF training pairs) joins it behind a modality router: the paper's text RM
 # for text-only pairs. `--full` is the same recipe on twice the visual pairs.
 DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
@@ -42,7 +42,9 @@ SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
 FULL_VISUAL_PAIRS = 3200
 # Word scenes (data/synthetic/word_scenes.py) that join mini-vl's training pairs: a text-only binding
 # curriculum, so that "is there a yellow star?" is answered from the cell that holds both words.
-# `--full` doubles them with the visual pairs.
+# `--full` doubles them with the visual pairs. Measured (README, "Word scenes"): colour distractors
+# with training factors right on 91% / 77% (seeds 42 / 7; 23% / 41% without), held-out existence
+# 72.2% / 75.9% (63.0% / 61.1%), the overall held-out distribution within the seed spread.
 WORD_SCENES = 700
 # `--full` with the projector also aligned on colour-permuted copies of its pictures
 # (`model.backbone.mini_vl.align_colour_permute=true`) was measured and not kept: held-out

@@ -108,9 +108,11 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
     assert acc[SPLITS[0]] == pair_accuracy([c for c, _ in own], [r for _, r in own])
     assert results["router"]["routing"]["text"] >= 16
 
-    # The alignment stage ran on the generator's grounded captions and its vocabulary was saved.
+    # The alignment stage ran on the generator's grounded captions (and, with the demo's
+    # align_zoom, on one zoomed-out copy of each) and its vocabulary was saved.
     assert (out / "data" / "synth-train" / "regions.jsonl").is_file()
-    assert results["train"]["alignment"]["align_images"] == 64
+    assert model.backbone.cfg.mini_vl.align_zoom > 0
+    assert results["train"]["alignment"]["align_images"] == 2 * 64
     assert model.backbone.cfg.mini_vl.projector == "words" and "star" in model.backbone.image_words
 
 
