@@ -429,3 +429,31 @@ def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded,
     bb.cfg = dataclasses.replace(bb.cfg, mini_vl=dataclasses.replace(bb.cfg.mini_vl, align_colour_permute=True))
     with pytest.raises(ConfigError, match="align_zoom and align_colour_permute are not combined"):
         bb.align(grounded, seed=5, progress=False)
+
+
+def test_jittered_copies_join_the_alignment_with_the_same_targets(grounded, monkeypatch):
+    from basereward.models.mini_vl import model as mv_model
+
+    model = _words_model()
+    bb = model.backbone
+    cfg = bb.cfg
+    bb.cfg = dataclasses.replace(cfg, mini_vl=dataclasses.replace(cfg.mini_vl, align_epochs=1, align_zoom=0.5,
+                                                                  align_jitter=0.3))
+    seen = {}
+    real = mv_model.train_alignment
+
+    def spy(projector, table, hidden, x, y, **kw):
+        seen["x"], seen["y"] = x, y
+        return real(projector, table, hidden, x, y, **kw)
+
+    monkeypatch.setattr(mv_model, "train_alignment", spy)
+    report = bb.align(grounded, seed=5, progress=False)
+    n = len(grounded)
+    # pictures, zoomed-out copies, jittered copies; the jittered ones read the pictures' own words
+    assert report["align_images"] == 3 * n and seen["x"].shape[0] == 3 * n
+    torch.testing.assert_close(seen["y"][2 * n:], seen["y"][:n])
+    assert not torch.equal(seen["x"][2 * n:], seen["x"][:n])
+    bb.cfg = dataclasses.replace(bb.cfg, mini_vl=dataclasses.replace(bb.cfg.mini_vl, align_zoom=0.0,
+                                                                      align_colour_permute=True))
+    with pytest.raises(ConfigError, match="align_jitter and align_colour_permute are not combined"):
+        bb.align(grounded, seed=5, progress=False)

@@ -114,6 +114,12 @@ class MiniVLConfig:
     boxes moved with it (scale jitter, as grounding and detection pretraining use). The projector
     then reads things at sizes below those its pictures show (narrow bars, small shapes). 0 = off;
     else in (0, 1)."""
+    align_jitter: float = 0.0
+    """Alignment stage: also train on a photometrically jittered copy of each image: brightness,
+    contrast and saturation each scaled by a factor drawn uniformly in [1 - j, 1 + j], then
+    Gaussian pixel noise of standard deviation 24·j grey levels (of 255); hue and geometry kept,
+    so the grounded targets are the image's own. The projector then reads colours and shapes
+    under other lighting, shades and surface noise than its pictures show. 0 = off; else in (0, 1)."""
     cache_trunk: bool = False
     """Trunk-cache stage of reward training: when everything below the trained top layers is frozen
     (`model.backbone.train_lm_layers` > 0, `train_projector: false`, no LoRA), compute the frozen

@@ -40,7 +40,15 @@ from .projector import (
     with_position_words,
     word_token_ids,
 )
-from .vision import ImageEncoder, encode_channel_permuted, encode_into_cache, encode_zoomed_out, zoom_draws
+from .vision import (
+    ImageEncoder,
+    encode_channel_permuted,
+    encode_into_cache,
+    encode_jittered,
+    encode_zoomed_out,
+    jitter_draws,
+    zoom_draws,
+)
 from .weights import smollm2_dir
 
 
@@ -198,6 +206,14 @@ class MiniVL(Backbone):
             draws = zoom_draws(len(items), seed, mv.align_zoom)
             x = torch.cat([x, encode_zoomed_out(self.vision, images, draws, mv.image_size, batch_size, progress)])
             y = torch.cat([y, self.alignment_targets([zoomed_regions(it, d) for it, d in zip(items, draws)])])
+        if mv.align_jitter:
+            if mv.align_colour_permute:
+                raise ConfigError("model.backbone.mini_vl.align_jitter and align_colour_permute are not combined")
+            # Photometric copies of the pictures themselves: same geometry, so the same targets.
+            n = len(items)
+            x = torch.cat([x, encode_jittered(self.vision, images, jitter_draws(n, seed, mv.align_jitter),
+                                              mv.align_jitter, mv.image_size, batch_size, progress)])
+            y = torch.cat([y, y[:n]])
         x_colour = colour_mask = None
         if mv.align_colour_permute:
             x_colour, _ = encode_channel_permuted(self.vision, images, mv.image_size, seed, batch_size, progress)

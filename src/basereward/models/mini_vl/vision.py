@@ -207,3 +207,45 @@ def encode_zoomed_out(encoder: ImageEncoder, images: Sequence[Any], draws: Seque
     """(N, cells, C) features of each image zoomed out by its draw (`zoomed_out`); not cached."""
     return _encode_batches(encoder, list(zip(images, draws)), lambda item: preprocess_image(zoomed_out(*item), size),
                            batch_size, progress, desc)
+
+
+def jitter_draws(n: int, seed: int, strength: float) -> list[tuple[float, float, float, int]]:
+    """(brightness, contrast, saturation, noise seed) of `n` jittered copies: each factor uniform in
+    [1 - strength, 1 + strength] (seeded; the global RNG is not drawn from)."""
+    rng = np.random.default_rng([seed, 0x717])
+    lo, hi = 1.0 - strength, 1.0 + strength
+    return [(float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)),
+             int(rng.integers(2**31))) for _ in range(n)]
+
+
+def jittered(image: Any, draw: tuple[float, float, float, int], noise_std: float) -> Any:
+    """The image with brightness, contrast and saturation scaled by `draw`'s factors (PIL's
+    ImageEnhance) and Gaussian noise of `noise_std` grey levels added; same size, same hue."""
+    from PIL import Image, ImageEnhance
+
+    from ..common import load_image
+
+    brightness, contrast, saturation, noise_seed = draw
+    img = load_image(image)
+    img = ImageEnhance.Brightness(img).enhance(brightness)
+    img = ImageEnhance.Contrast(img).enhance(contrast)
+    img = ImageEnhance.Color(img).enhance(saturation)
+    if noise_std <= 0:
+        return img
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr + np.random.default_rng(noise_seed).normal(0.0, noise_std, arr.shape)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+
+
+# Pixel noise of the jittered copies at strength 1, in grey levels of 255.
+JITTER_NOISE = 24.0
+
+
+def encode_jittered(encoder: ImageEncoder, images: Sequence[Any], draws: Sequence[tuple[float, float, float, int]],
+                    strength: float, size: int, batch_size: int = 64, progress: bool = True,
+                    desc: str = "align: encode jittered copies") -> torch.Tensor:
+    """(N, cells, C) features of each image jittered by its draw (`jittered`); not cached."""
+    noise = JITTER_NOISE * strength
+    return _encode_batches(encoder, list(zip(images, draws)),
+                           lambda item: preprocess_image(jittered(item[0], item[1], noise), size),
+                           batch_size, progress, desc)
