@@ -401,15 +401,13 @@ def test_training_reproduces_the_reference_run(grounded_dir, tmp_path):
 # ---------------------------------------------------------------------------- zoomed-out alignment copies
 
 
-def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded, monkeypatch):
-    from basereward.data.regions import zoomed_regions
+def _align_spied(grounded, monkeypatch, **mini_vl):
+    """A words model aligned (1 epoch, seed 5) with `mini_vl` settings; returns (backbone, report,
+    the (x, y) that reached train_alignment)."""
     from basereward.models.mini_vl import model as mv_model
-    from basereward.models.mini_vl.vision import zoom_draws
 
-    model = _words_model()
-    bb = model.backbone
-    cfg = bb.cfg
-    bb.cfg = dataclasses.replace(cfg, mini_vl=dataclasses.replace(cfg.mini_vl, align_epochs=1, align_zoom=0.5))
+    bb = _words_model().backbone
+    bb.cfg = dataclasses.replace(bb.cfg, mini_vl=dataclasses.replace(bb.cfg.mini_vl, align_epochs=1, **mini_vl))
     seen = {}
     real = mv_model.train_alignment
 
@@ -419,6 +417,14 @@ def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded,
 
     monkeypatch.setattr(mv_model, "train_alignment", spy)
     report = bb.align(grounded, seed=5, progress=False)
+    return bb, report, seen
+
+
+def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded, monkeypatch):
+    from basereward.data.regions import zoomed_regions
+    from basereward.models.mini_vl.vision import zoom_draws
+
+    bb, report, seen = _align_spied(grounded, monkeypatch, align_zoom=0.5)
     n = len(grounded)
     assert report["align_images"] == 2 * n and seen["x"].shape[0] == 2 * n
     # The copies' targets are those of their moved regions, under the same seeded draws.
@@ -432,22 +438,7 @@ def test_zoomed_out_copies_join_the_alignment_with_their_moved_targets(grounded,
 
 
 def test_jittered_copies_join_the_alignment_with_the_same_targets(grounded, monkeypatch):
-    from basereward.models.mini_vl import model as mv_model
-
-    model = _words_model()
-    bb = model.backbone
-    cfg = bb.cfg
-    bb.cfg = dataclasses.replace(cfg, mini_vl=dataclasses.replace(cfg.mini_vl, align_epochs=1, align_zoom=0.5,
-                                                                  align_jitter=0.3))
-    seen = {}
-    real = mv_model.train_alignment
-
-    def spy(projector, table, hidden, x, y, **kw):
-        seen["x"], seen["y"] = x, y
-        return real(projector, table, hidden, x, y, **kw)
-
-    monkeypatch.setattr(mv_model, "train_alignment", spy)
-    report = bb.align(grounded, seed=5, progress=False)
+    bb, report, seen = _align_spied(grounded, monkeypatch, align_zoom=0.5, align_jitter=0.3)
     n = len(grounded)
     # pictures, zoomed-out copies, jittered copies; the jittered ones read the pictures' own words
     assert report["align_images"] == 3 * n and seen["x"].shape[0] == 3 * n

@@ -150,39 +150,38 @@ def _existence(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
     return {"objects": objects, "query": {"shape": query[0], "colour": query[1]}, "present": present, "kind": kind}
 
 
-def _colour(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
-    noun = _noun(rng, opts)
-    true = _draw_object(rng, opts, set(), noun=noun)[1]
-    fake = _draw_object(rng, opts, {(noun, true)}, noun=noun)[1]
-    objects = [(noun, true)]
+def _one_attribute_asked(rng: np.random.Generator, opts: SceneOptions, asked: int) -> dict[str, Any]:
+    """A colour question (`asked` = 1: which colour is the <noun>?) or an object question (`asked`
+    = 0: which thing is <colour>?) over objects (noun, colour). The other attribute is unique to
+    the asked-about object; the first distractor carries the wrong answer half the time, so
+    spotting the answer word anywhere in the picture does not answer."""
+    fixed = 1 - asked
+    given = _noun(rng, opts) if asked == 1 else _attribute(rng, opts)
+    keep = {"noun": given} if asked == 1 else {"colour": given}
+
+    def obj_with(value: str) -> tuple[str, str]:
+        return (given, value) if asked == 1 else (value, given)
+
+    true = _draw_object(rng, opts, set(), **keep)[asked]
+    fake = _draw_object(rng, opts, {obj_with(true)}, **keep)[asked]
+    objects = [obj_with(true)]
     for k in range(int(rng.integers(0, 4))):
-        # The asked-about noun is unique; the first distractor carries the wrong colour half the
-        # time, so spotting a colour anywhere does not answer.
-        colour = fake if k == 0 and rng.random() < 0.5 else None
-        nouns = {s for s, _ in objects}
+        wrong = fake if k == 0 and rng.random() < 0.5 else None
+        taken = {o[fixed] for o in objects}
         for _ in range(1000):
-            obj = _draw_object(rng, opts, set(objects), colour=colour)
-            if obj[0] not in nouns:
+            obj = _draw_object(rng, opts, set(objects), **({"colour": wrong} if asked == 1 else {"noun": wrong}))
+            if obj[fixed] not in taken:
                 break
         objects.append(obj)
     return {"objects": objects, "true": true, "fake": fake}
+
+
+def _colour(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
+    return _one_attribute_asked(rng, opts, asked=1)
 
 
 def _object(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
-    colour = _attribute(rng, opts)
-    true = _draw_object(rng, opts, set(), colour=colour)[0]
-    fake = _draw_object(rng, opts, {(true, colour)}, colour=colour)[0]
-    objects = [(true, colour)]
-    for k in range(int(rng.integers(0, 4))):
-        # The asked-about colour is unique; the first distractor has the wrong noun half the time.
-        noun = fake if k == 0 and rng.random() < 0.5 else None
-        colours = {c for _, c in objects}
-        for _ in range(1000):
-            obj = _draw_object(rng, opts, set(objects), noun=noun)
-            if obj[1] not in colours:
-                break
-        objects.append(obj)
-    return {"objects": objects, "true": true, "fake": fake}
+    return _one_attribute_asked(rng, opts, asked=0)
 
 
 def _description(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
