@@ -33,9 +33,9 @@ SYNTH_TRAIN, SYNTH_VAL, SYNTH_HELDOUT = 0, 1, 2  # generator seeds: disjoint spl
 
 # The demo's recipe (issue 13: transfer to the held-out distribution within 15 minutes). mini-vl
 # trains on the visual pairs, from the varied generator with counterfactual twins
-# (`demo_variety`), and the word scenes (no HH-RLHF pairs), for three epochs; a text reward model (the same backbone without images,
-# trained on the HH-RLHF training pairs) joins it behind a modality router: the paper's text RM
-# for text-only pairs. `--full` is the same recipe on twice the visual pairs.
+# (`demo_variety`), and the word scenes (no HH-RLHF pairs), for three epochs; a text reward model
+# (the same backbone without images, trained on the HH-RLHF training pairs) joins it behind a
+# modality router: the paper's text RM for text-only pairs. `--full` is the same recipe on twice the visual pairs.
 DEMO_OVERRIDES = ("train.epochs=3", "data.text_ratio=0")
 # `--no-text-rm`: one model, HH-RLHF pairs mixed into its training (configs/demo.yaml's text_ratio).
 SINGLE_MODEL_OVERRIDES = ("train.epochs=3",)
@@ -149,8 +149,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     `demo_variety()`); `reweight`: factors on the training split's default category shares
     (`data.synthetic.assign_categories`). `full`: FULL_VISUAL_PAIRS visual training
     pairs. `word_scenes`: that many word-scene pairs (data/synthetic/word_scenes.py) join mini-vl's
-    training pairs (None: WORD_SCENES, twice that with `full`, 32 with `quick`; 0: none). `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES),
-    no router.
+    training pairs (None: WORD_SCENES, twice that with `full`, 32 with `quick`; 0: none).
+    `text_rm=False`: one model, trained on visual + HH-RLHF pairs (SINGLE_MODEL_OVERRIDES), no router.
     """
     user_overrides = list(overrides)
     variety = variety if variety is not None else demo_variety()

@@ -192,6 +192,9 @@ class MiniVL(Backbone):
         if mv.projector != "words":
             raise ConfigError("data.alignment trains the mini-vl `words` projector; "
                               "set model.backbone.mini_vl.projector=words")
+        for name in ("align_zoom", "align_jitter"):  # refused before any image is encoded
+            if getattr(mv, name) and mv.align_colour_permute:
+                raise ConfigError(f"model.backbone.mini_vl.{name} and align_colour_permute are not combined")
         if self.word_ids is None:
             from ...data.regions import region_words
 
@@ -201,14 +204,10 @@ class MiniVL(Backbone):
                               batch_size, progress, "align: encode images")
         y = self.alignment_targets(items)
         if mv.align_zoom:
-            if mv.align_colour_permute:
-                raise ConfigError("model.backbone.mini_vl.align_zoom and align_colour_permute are not combined")
             draws = zoom_draws(len(items), seed, mv.align_zoom)
             x = torch.cat([x, encode_zoomed_out(self.vision, images, draws, mv.image_size, batch_size, progress)])
             y = torch.cat([y, self.alignment_targets([zoomed_regions(it, d) for it, d in zip(items, draws)])])
         if mv.align_jitter:
-            if mv.align_colour_permute:
-                raise ConfigError("model.backbone.mini_vl.align_jitter and align_colour_permute are not combined")
             # Photometric copies of the pictures themselves: same geometry, so the same targets.
             n = len(items)
             x = torch.cat([x, encode_jittered(self.vision, images, jitter_draws(n, seed, mv.align_jitter),
