@@ -77,7 +77,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     # Under a launcher with several processes each scores a shard; rank 0 writes (scoring/shard.py).
     procs = current_processes()
     scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main,
-                         token_budget=args.token_budget)
+                         token_budget=args.token_budget, precision=args.precision)
     scores = [(s[0], s[1]) for s in score_sharded(scorer, [p.to_group() for p in pairs], procs)]
     memory = largest(procs.gather(peak_memory()))
     if not procs.is_main:
@@ -107,7 +107,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     root = check_image_root(args.image_root) if args.image_root else None
     procs = current_processes()  # several under a launcher: each scores a shard, rank 0 writes
     scorer = load_scorer(args.model, batch_size=args.batch_size, device=procs.device, progress=procs.is_main,
-                         token_budget=args.token_budget)
+                         token_budget=args.token_budget, precision=args.precision)
     metrics = run_benchmark(scorer, args.bench, args.data, args.output, limit=args.limit,
                             allow_nonfinite=args.allow_nonfinite, image_root=root, processes=procs)
     if not procs.is_main:
@@ -139,6 +139,31 @@ def _parse_reweight(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _parse_scene_shares(items: list[str], command: str) -> dict[str, float] | None:
+    """`--scene-share KIND=SHARE` (repeatable) -> {kind: share} for the word scenes (None: their
+    default shares); `count` stands for `hallucination/count`."""
+    from .data.synthetic.word_scenes import KINDS
+    from .errors import ConfigError
+
+    if not items:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        matches = [k for k in KINDS if k == name or k.endswith("/" + name)]
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or len(matches) != 1 or not share >= 0:
+            raise ConfigError(f"{command}: --scene-share {item!r}: expected KIND=SHARE (share >= 0) with a kind of "
+                              f"{list(KINDS)} (or its last part, e.g. count=0.2)")
+        out[matches[0]] = share
+    if not any(out.values()):
+        raise ConfigError(f"{command}: --scene-share gives every kind a share of 0")
+    return out
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "synth":
         from dataclasses import replace
@@ -148,6 +173,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         if args.distribution != "train":
+            if args.scene_share and args.distribution != "word-scenes":
+                raise ConfigError("data synth: --scene-share is an option of --distribution word-scenes")
             if args.varied or args.twins or args.reweight or args.foils:
                 raise ConfigError("data synth: --varied, --twins, --foils and --reweight are options of the "
                                   "training distribution")
@@ -158,7 +185,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
             else:
                 from .data.synthetic.word_scenes import generate_word_scenes
 
-                pairs = generate_word_scenes(args.out, n_pairs=args.n, seed=args.seed)
+                pairs = generate_word_scenes(args.out, n_pairs=args.n, seed=args.seed,
+                                             weights=_parse_scene_shares(args.scene_share, "data synth"))
         else:
             for name in ("twins", "foils"):
                 if not 0.0 <= getattr(args, name) <= 1.0:
@@ -232,10 +260,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.word_scenes is not None and args.word_scenes < 0:
         raise ConfigError(f"demo: --word-scenes must be >= 0, got {args.word_scenes}")
     run_demo(out_dir=args.out, overrides=args.overrides, quick=args.quick, variety=variety, full=args.full,
-             text_rm=not args.no_text_rm, word_scenes=args.word_scenes)
+             text_rm=not args.no_text_rm, word_scenes=args.word_scenes,
+             scene_weights=_parse_scene_shares(args.scene_share, "demo"))
     return 0
 
 
+PRECISION_CHOICES = ("auto", "bf16-where-fast", "bf16", "no")
+_PRECISION_HELP = ("autocast of float32 models: auto = bf16 on a GPU that supports it; bf16-where-fast = also on a "
+                   "CPU with AVX-512 bf16 (~2.5x faster there; how the demo scores); bf16; no = float32")
+_SCENE_SHARE_HELP = ("word scenes: the share of one kind of question (repeatable; kinds given replace the default "
+                     "shares existence=0.4 color=0.2 object=0.2 description=0.2), e.g. --scene-share existence=0.4 "
+                     "--scene-share count=0.2; also count and spatial")
 _BUDGET_HELP = "also cap each batch at this many padded tokens (sequences x the longest); 0 = count only"
 _IMAGE_ROOT_HELP = "refuse images outside this folder (../, absolute paths and symlinks out); default: anywhere"
 
@@ -260,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSONL: one {id, chosen_reward, rejected_reward} per pair")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--token-budget", type=int, default=0, help=_BUDGET_HELP)
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=_PRECISION_HELP)
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     p.add_argument("--shuffle-images", action="store_true",
                    help="permute images between pairs (control: how much accuracy comes from the image)")
@@ -277,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--token-budget", type=int, default=0, help=_BUDGET_HELP)
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=_PRECISION_HELP)
     p.add_argument("--limit", type=int, default=0, help="only the first N items (0 = all)")
     p.add_argument("--image-root", default="", help=_IMAGE_ROOT_HELP)
     p.add_argument("--allow-nonfinite", action="store_true", help="write NaN / infinite rewards as null (counted) "
@@ -293,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heldout: unseen wording, padded answers, new layouts and colour/shape combinations; "
                         "word-scenes: text-only pairs whose prompt is a picture written as the words projector's "
                         "words, a binding curriculum for mini-vl (data/synthetic/word_scenes.py)")
+    d.add_argument("--scene-share", action="append", default=[], metavar="KIND=SHARE", help=_SCENE_SHARE_HELP)
     d.add_argument("--varied", action="store_true", help="the varied training generator of `demo --varied-data`: "
                    "paraphrases, neutral padding, varied layouts, the held-out combinations left out")
     d.add_argument("--twins", type=float, default=0.0, metavar="P",
@@ -361,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the same recipe on twice the visual training pairs")
     p.add_argument("--foils", type=float, default=None, metavar="P",
                    help="conjunction foils in this share of the absent-object existence pairs (see `data synth --foils`)")
+    p.add_argument("--scene-share", action="append", default=[], metavar="KIND=SHARE", help=_SCENE_SHARE_HELP)
     p.add_argument("--word-scenes", type=int, default=None, metavar="N",
                    help="word-scene pairs (a text-only binding curriculum) added to mini-vl's training pairs "
                         "(default 700, 1,400 with --full; 0: none)")

@@ -106,3 +106,21 @@ def test_mini_vl_reward_does_not_depend_on_batch_partners(share_prefix):
     _check(_model(BackboneConfig(name="mini-vl", max_length=80, max_prompt_length=40,
                                  mini_vl=MiniVLConfig(lm_layers=2, image_grid=2, share_prefix=share_prefix))),
            with_images=True)
+
+
+def test_scorer_precision_bf16_autocasts_on_cpu_and_stays_close(tmp_path):
+    path = tiny_causal_lm_dir(tmp_path, name="qwen2", arch="qwen2")
+    model = _model(BackboneConfig(name="causal-lm", path=str(path), dtype="float32", attn_implementation="eager",
+                                  max_length=80, max_prompt_length=40))
+    groups = [Group(p, (r,), ()) for p, _, r in _items(with_images=False)]
+    fp32 = torch.tensor(Scorer(model, device="cpu").score_groups(groups)).flatten()
+    assert torch.equal(torch.tensor(Scorer(model, device="cpu", precision="no").score_groups(groups)).flatten(), fp32)
+    bf16 = torch.tensor(Scorer(model, device="cpu", precision="bf16").score_groups(groups)).flatten()
+    assert not torch.equal(bf16, fp32)  # the autocast really ran
+    assert (bf16 - fp32).abs().max() < 0.1 * fp32.std()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Scorer(model, precision="fp8")
+    from basereward.cli import PRECISION_CHOICES
+    from basereward.scoring.scorer import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS  # `score` / `eval --precision` offer exactly the Scorer's

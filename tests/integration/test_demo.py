@@ -97,14 +97,17 @@ def test_quick_demo_aligns_trains_evaluates_and_saves(tmp_path, shared_data_path
     model = RewardModel.from_pretrained(out / "model")
     text_model = RewardModel.from_pretrained(out / "text-model")
     assert text_model.backbone.cfg.mini_vl.projector == "mlp"
-    router = load_scorer(out / "router", batch_size=32)
+    # The demo scores under its training precision (demo.yaml: bf16 autocast where the CPU has
+    # native bf16), as `--precision bf16-where-fast` does.
+    precision = "bf16-where-fast"
+    router = load_scorer(out / "router", batch_size=32, precision=precision)
     hh_val = load_pairs(out / "data" / "hh-rlhf" / "hh_val.jsonl")[:16]
-    text = Scorer(text_model, batch_size=32).score(hh_val)
+    text = Scorer(text_model, batch_size=32, precision=precision).score(hh_val)
     routed = score_pairs(router, hh_val)
     assert [s for pair in routed for s in pair] == pytest.approx([s for pair in text for s in pair], abs=1e-5)
     assert acc[SPLITS[2]] == pair_accuracy([c for c, _ in text], [r for _, r in text])
     heldout = load_pairs(out / "data" / "synth-heldout" / "pairs.jsonl")
-    own = Scorer(model, batch_size=32).score(heldout)
+    own = Scorer(model, batch_size=32, precision=precision).score(heldout)
     assert acc[SPLITS[0]] == pair_accuracy([c for c, _ in own], [r for _, r in own])
     assert results["router"]["routing"]["text"] >= 16
 

@@ -14,7 +14,7 @@ from helpers.tiny_models import tiny_causal_lm_dir
 
 from basereward import load as load_module
 from basereward.cli import main
-from basereward.config import BackboneConfig, ModelConfig
+from basereward.config import BackboneConfig, HeadConfig, ModelConfig
 from basereward.data.pairs import save_pairs
 from basereward.data.schema import PreferencePair
 from basereward.eval.benchmarks import rm_bench
@@ -196,3 +196,27 @@ def test_rm_bench_from_per_pair_score_output_equals_eval(tmp_path, shared_data_p
         i, j = int(tag[1]), int(tag[3])
         assert math.isclose(r["chosen_reward"], per_item[item_id][i], abs_tol=1e-5)
         assert math.isclose(r["rejected_reward"], per_item[item_id][3 + j], abs_tol=1e-5)
+
+
+def test_score_precision_flag_reaches_the_scorer(tmp_path, capsys):
+    """`score --precision`: `no` writes the float32 rewards of the default on a CPU, `bf16` rewards
+    from a bf16 autocast (close to them, not equal)."""
+    cfg = ModelConfig(backbone=BackboneConfig(name="causal-lm", path=str(tiny_causal_lm_dir(tmp_path)),
+                                              dtype="float32"), head=HeadConfig(zero_init_last=False))
+    torch.manual_seed(0)
+    model_dir = RewardModel(cfg).save_pretrained(tmp_path / "model")
+    pairs = _pairs(tmp_path, 4)
+
+    def rewards(*extra):
+        out = tmp_path / f"s{len(extra)}{'-'.join(extra)}.jsonl"
+        assert main(["score", "--model", str(model_dir), "--pairs", str(pairs), "--output", str(out), *extra]) == 0
+        return torch.tensor([[r["chosen_reward"], r["rejected_reward"]]
+                             for r in map(json.loads, out.read_text().splitlines())])
+
+    default, fp32, bf16 = rewards(), rewards("--precision", "no"), rewards("--precision", "bf16")
+    assert torch.equal(default, fp32) and not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().max() < 0.1 * fp32.std()
+    with pytest.raises(SystemExit) as e:  # argparse refuses it: one usage line, exit 2
+        main(["score", "--model", str(model_dir), "--pairs", str(pairs), "--output", str(tmp_path / "x"),
+              "--precision", "fp8"])
+    assert e.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from basereward.data.synthetic.combos import HELDOUT_COMBOS
 from basereward.data.synthetic.heldout import HELDOUT_BANK
 
 EXIST, COLOUR, OBJECT = "hallucination/existence", "hallucination/color", "hallucination/object"
-DESC = "general/description"
+DESC, COUNT, SPATIAL = "general/description", "hallucination/count", "reasoning/spatial"
 BY_NAME = {"scene/existence": EXIST, "scene/color": COLOUR, "scene/object": OBJECT, "scene/description": DESC}
 
 
@@ -84,6 +84,59 @@ def test_a_description_swaps_one_attribute_of_one_object(index):
     assert chosen.lower().replace(t.lower(), "#") == rejected.lower().replace(f.lower(), "#")
 
 
+def _read_cells(prompt):
+    """The 16 cells of a scene prompt as word lists ("red star," -> ["red", "star"])."""
+    import re
+
+    cells = re.findall(r" ?([a-z]+(?: [a-z]+)?)(,+)", prompt)[: ws.GRID ** 2]
+    assert all(len(words.split()) + len(commas) == ws.SLOTS for words, commas in cells)
+    return [words.split() for words, _ in cells]
+
+
+@pytest.mark.parametrize("index", range(60))
+def test_count_counts_objects_not_the_cells_they_cover(index):
+    from basereward.data.synthetic.base import NUM_WORDS
+
+    prompt, chosen, rejected, meta = ws.make_scene_example(8, index, COUNT, ws.SceneOptions(pad=0.0, partial=0.0))
+    key = "shape" if meta["by"] == "shape" else "colour"
+    asked = meta["objects"][0][key]
+    objects = meta["objects"]
+    assert sum(o[key] == asked for o in objects) == meta["true"] != meta["fake"]
+    assert 1 <= meta["true"] <= 4 and 1 <= meta["fake"] <= 4 and len(objects) <= 5
+    # Each object is one block; the asked word is read once per covered cell, so the number of
+    # cells naming it is the count only when every target covers a single cell.
+    read = _read_cells(prompt)
+    naming = [i for i, words in enumerate(read) if words[0 if key == "colour" else -1] == asked]
+    assert sorted(naming) == sorted(c for o in objects if o[key] == asked for c in o["cells"])
+    targets = [(o["shape"], o["colour"]) for o in objects if o[key] == asked]
+    other = "colour" if key == "shape" else "shape"
+    assert len({o[other] for o in objects if o[key] == asked}) == len(targets)  # no two targets read alike
+    words = lambda n: {NUM_WORDS[n], NUM_WORDS[n].capitalize(), str(n)}
+    assert any(w in chosen for w in words(meta["true"])) and any(w in rejected for w in words(meta["fake"]))
+
+
+@pytest.mark.parametrize("index", range(60))
+def test_spatial_relation_follows_the_blocks(index):
+    prompt, chosen, rejected, meta = ws.make_scene_example(9, index, SPATIAL, ws.SceneOptions(pad=0.0))
+    a, b = meta["objects"][:2]
+    (ax, ay), (bx, by) = ws._centroid(a["cells"]), ws._centroid(b["cells"])
+    offset = {"left": bx - ax, "right": ax - bx, "above": by - ay, "below": ay - by}[meta["true"]]
+    across = abs(ay - by) if meta["true"] in ("left", "right") else abs(ax - bx)
+    assert offset >= 1 and across <= 0.5 * offset
+    assert {meta["true"], meta["fake"]} in ({"left", "right"}, {"above", "below"})
+    assert f"{a['colour']} {a['shape']}" in prompt and f"{b['colour']} {b['shape']}" in prompt
+    assert chosen != rejected
+
+
+def test_plural_of_scene_nouns():
+    from basereward.data.synthetic.base import plural
+    from basereward.data.synthetic.render import PLURAL
+
+    assert [plural(w) for w in ("cup", "cross", "box", "fish", "glass")] == ["cups", "crosses", "boxes", "fish",
+                                                                           "glasses"]
+    assert PLURAL["cross"] == "crosses" and PLURAL["star"] == "stars"
+
+
 def test_absent_objects_are_mostly_conjunction_foils():
     kinds = [ws.make_scene_example(5, i, EXIST)[3]["kind"] for i in range(600)]
     absent = [k for k in kinds if k != "present"]
@@ -91,14 +144,27 @@ def test_absent_objects_are_mostly_conjunction_foils():
     assert 0.4 < absent.count("colour distractor") / len(absent) < 0.6
 
 
-def test_no_heldout_combination_and_no_heldout_wording(tmp_path):
-    pairs = ws.generate_word_scenes(str(tmp_path), 300, seed=0, progress=False)
-    assert len(pairs) == 300 and {p.category for p in pairs} == set(BY_NAME)
+def test_default_kinds_and_chosen_shares(tmp_path):
+    cats = ws.scene_categories(700, 0)
+    assert {c: cats.count(c) for c in set(cats)} == {EXIST: 280, COLOUR: 140, OBJECT: 140, DESC: 140}
+    cats = ws.scene_categories(9, 0, {COUNT: 2, SPATIAL: 1})
+    assert sorted(cats) == [COUNT] * 6 + [SPATIAL] * 3
+    with pytest.raises(ValueError, match="unknown kind"):
+        ws.scene_categories(9, 0, {"reasoning/chart": 1})
+    with pytest.raises(ValueError, match="shares must be >= 0"):
+        ws.scene_categories(9, 0, {COUNT: 0})
+
+
+@pytest.mark.parametrize("weights", [None, {COUNT: 0.5, SPATIAL: 0.5}])
+def test_no_heldout_combination_and_no_heldout_wording(tmp_path, weights):
+    pairs = ws.generate_word_scenes(str(tmp_path), 300, seed=0, progress=False, weights=weights)
+    names = {"scene/" + k.split("/")[1]: k for k in ws.KINDS}
+    assert len(pairs) == 300 and {names[p.category] for p in pairs} == set(weights or ws.CATEGORY_WEIGHTS)
     heldout_texts = {t for v in HELDOUT_BANK.values() if isinstance(v, tuple)
                      for t in (v if isinstance(v[0], str) else [x for pair in v for x in pair])}
     stems = {t.split("{")[0] for t in heldout_texts if len(t.split("{")[0]) > 12}
     for i, p in enumerate(pairs):
-        cat = BY_NAME[p.category]
+        cat = names[p.category]
         meta = ws.make_scene_example(0, i, cat)[3]
         used = {(o["shape"], o["colour"]) for o in meta["objects"]}
         if cat == EXIST:
@@ -107,7 +173,7 @@ def test_no_heldout_combination_and_no_heldout_wording(tmp_path):
             used.add((meta["objects"][0]["shape"], meta["fake"]))
         elif cat == DESC:
             used.add((meta["fake"]["shape"], meta["fake"]["colour"]))
-        else:
+        elif cat == OBJECT:
             used.add((meta["fake"], meta["objects"][0]["colour"]))
         assert not used & HELDOUT_COMBOS
         assert not any(s in text for s in stems for text in (p.prompt, p.chosen, p.rejected))
@@ -130,3 +196,23 @@ def test_every_word_is_one_token_as_the_projector_reads_it():
     tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
     for w in (*ws.EXTRA_COLOURS, *ws.EXTRA_NOUNS, ws.BACKGROUND):
         assert len(word_token_ids(tok, [w])) == 1, w
+
+
+def test_cli_scene_share(tmp_path, capsys):
+    from basereward.cli import main
+    from basereward.data.pairs import load_pairs
+
+    assert main(["data", "synth", "--distribution", "word-scenes", "--out", str(tmp_path / "s"), "--n", "12",
+                 "--seed", "1", "--scene-share", "count=2", "--scene-share", "reasoning/spatial=1"]) == 0
+    written = [p.category for p in load_pairs(tmp_path / "s" / "pairs.jsonl")]
+    assert sorted(written) == ["scene/count"] * 8 + ["scene/spatial"] * 4
+    for bad, message in ((["--scene-share", "chart=1"], "expected KIND=SHARE"),
+                         (["--scene-share", "count=-1"], "expected KIND=SHARE"),
+                         (["--scene-share", "count=0"], "a share of 0"),
+                         (["--distribution", "heldout", "--scene-share", "count=1"], "option of --distribution word-scenes")):
+        argv = ["data", "synth", "--out", str(tmp_path / "bad"), "--n", "4", *bad]
+        if "--distribution" not in bad:
+            argv += ["--distribution", "word-scenes"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

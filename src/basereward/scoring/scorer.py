@@ -30,6 +30,9 @@ class Scorer(ScoringMixin):
     across batches so its images are encoded once. `token_budget` (0 = none) also bounds a batch's
     padded size, sequences x the longest one's `token_estimate`, so batches of short groups hold
     more sequences than batches of long ones (a group over the budget is a batch of its own).
+    `precision` (as `train.mixed_precision`): "auto" runs float32 weights under bf16 autocast on
+    a GPU that supports it, "bf16-where-fast" also on a CPU with AVX-512 bf16 (how the demo's
+    model was trained), "bf16" always, "no" never.
     """
 
     def __init__(
@@ -40,8 +43,12 @@ class Scorer(ScoringMixin):
         progress: bool = False,
         name: str = "",
         token_budget: int = 0,
+        precision: str = "auto",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model
+        self.precision = precision
         self.batch_size = max(1, batch_size)
         self.token_budget = max(0, token_budget)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -77,10 +84,20 @@ class Scorer(ScoringMixin):
         count_batch(self.truncated, batch, n)
 
     def _autocast(self):
-        dtype = next(self.model.backbone.parameters()).dtype
-        if self.device.type == "cuda" and dtype == torch.float32 and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        from ..training.stages import resolve_mixed_precision
+
+        if next(self.model.backbone.parameters()).dtype != torch.float32 or self.precision == "no":
+            return contextlib.nullcontext()
+        cuda = self.device.type == "cuda"
+        setting = self.precision
+        if setting == "auto" and not cuda:
+            return contextlib.nullcontext()
+        if setting == "bf16" or resolve_mixed_precision(setting, cuda=cuda) == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+PRECISIONS = ("auto", "bf16-where-fast", "bf16", "no")
 
 
 def length_estimate(group: Group) -> int:

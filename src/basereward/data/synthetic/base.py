@@ -14,6 +14,14 @@ import numpy as np
 from PIL import Image
 
 NUM_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+_SAME_PLURAL = frozenset({"fish", "sheep", "deer"})
+
+
+def plural(noun: str) -> str:
+    """English plural of a concrete noun: "cross" -> "crosses", "box" -> "boxes", "fish" -> "fish"."""
+    if noun in _SAME_PLURAL:
+        return noun
+    return noun + "es" if noun.endswith(("ss", "x", "ch", "sh")) else noun + "s"
 
 
 @dataclass(frozen=True)

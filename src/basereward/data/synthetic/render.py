@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from basereward.data.synthetic.base import pick
+from basereward.data.synthetic.base import pick, plural
 
 # Colours far apart in RGB (min pairwise distance ~80, yellow/orange) so a pixel names its colour.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -33,7 +33,7 @@ COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
 # No rotated square: a square turned 45 degrees would be a diamond. Diamonds are narrow instead.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "hexagon", "pentagon", "cross")
-PLURAL = {s: (s + "es" if s.endswith("ss") else s + "s") for s in SHAPES}
+PLURAL = {s: plural(s) for s in SHAPES}
 
 # Mid-light backgrounds so both the white and the black shapes stand out.
 _BACKGROUNDS = ((185, 185, 185), (200, 190, 165), (170, 185, 200), (180, 195, 175), (190, 180, 200))

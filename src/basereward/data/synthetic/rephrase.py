@@ -29,6 +29,7 @@ from basereward.data.synthetic.base import (
     noun,
     pick,
 )
+from basereward.data.synthetic.base import plural as plural_of
 from basereward.data.synthetic.render import PLURAL
 
 Bank = Mapping[str, Any]
@@ -65,7 +66,8 @@ def _count_fields(n: int, singular: str, plural: str) -> dict[str, Any]:
 def _count(meta: Mapping[str, Any], bank: Bank, rng: np.random.Generator) -> Texts:
     first = meta["objects"][0]
     if meta["by"] == "shape":
-        singular, plural = first["shape"], PLURAL[first["shape"]]
+        # Word scenes (word_scenes.py) count nouns beyond the rendered shapes.
+        singular, plural = first["shape"], PLURAL.get(first["shape"]) or plural_of(first["shape"])
     else:
         singular, plural = f"{first['colour']} shape", f"{first['colour']} shapes"
     chosen, rejected = answer_pair(pick(rng, bank["count_a"]), _count_fields(meta["true"], singular, plural),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,15 @@ EXTRA_COLOURS = ("gold", "silver", "navy", "olive", "lime", "violet", "cyan", "t
 EXTRA_NOUNS = ("cup", "car", "dog", "tree", "house", "kite", "bottle", "chair", "lamp", "book", "ball", "hat", "boat",
                "bird", "fish", "key", "shoe", "clock", "bell", "flower", "apple", "moon", "sun", "cloud", "heart",
                "arrow", "ring", "box", "cube", "cone")
-# Share of each question kind; every one needs the attribute bound to its noun.
+# Share of each question kind by default; every one needs the attribute bound to its noun.
 CATEGORY_WEIGHTS = {"hallucination/existence": 0.4, "hallucination/color": 0.2, "hallucination/object": 0.2,
                     "general/description": 0.2}
+# Kinds a caller may add with their own shares (`scene_categories(weights=...)`): count needs the
+# objects told apart from the cells they cover (a large object repeats its words over up to four
+# cells, as the projector reads it), spatial the cells' places in the raster order. Neither is in
+# the default: trained on 1,500 count scenes alone, the demo's mini-vl stays at chance on new ones
+# (README, "Count and spatial scenes").
+KINDS = (*CATEGORY_WEIGHTS, "hallucination/count", "reasoning/spatial")
 # An absent object's kind: its colour on another noun, its noun in another colour, or unrelated.
 ABSENT_KINDS = {"colour distractor": 0.5, "shape distractor": 0.3, "unrelated": 0.2}
 
@@ -95,11 +102,12 @@ def place(rng: np.random.Generator, n: int, grid: int = GRID) -> list[list[int]]
     of each block is the one that holds its centre."""
     free = np.ones((grid, grid), dtype=bool)
     blocks: list[list[int]] = []
-    for _ in range(n):
+    for k in range(n):
         for _ in range(200):
             h, w = int(rng.integers(1, 3)), int(rng.integers(1, 3))
             r, c = int(rng.integers(grid - h + 1)), int(rng.integers(grid - w + 1))
-            if free[r:r + h, c:c + w].all():
+            # A block must leave a free cell for each object still to come.
+            if free[r:r + h, c:c + w].all() and int(free.sum()) - h * w >= n - k - 1:
                 free[r:r + h, c:c + w] = False
                 cells = [rr * grid + cc for rr in range(r, r + h) for cc in range(c, c + w)]
                 centre = cells[int(rng.integers(len(cells)))]
@@ -200,8 +208,66 @@ def _description(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]
             "texture": "plain"}
 
 
+def _count(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
+    """How many objects share a noun (`by` = "shape") or a colour (`by` = "colour"): 1-4 targets, each
+    its own object, and 0-2 distractors, which may carry a target's other attribute (a red cup
+    among red stars when stars are counted), so counting a word that is not asked about fails."""
+    true_n, fake_n = (int(v) for v in rng.permutation([1, 2, 3, 4])[:2])
+    by = "shape" if rng.random() < 0.5 else "colour"
+    keep = {"noun": _noun(rng, opts)} if by == "shape" else {"colour": _attribute(rng, opts)}
+    objects: list[tuple[str, str]] = []
+    for _ in range(100 * true_n):
+        if len(objects) == true_n:
+            break
+        obj = _draw_object(rng, opts, set(objects), **keep)
+        # Targets differ in their other attribute too, so no two cells of different objects read alike.
+        if all(obj[by == "shape"] != o[by == "shape"] for o in objects):
+            objects.append(obj)
+    true_n = len(objects)
+    fixed = 0 if by == "shape" else 1  # index of the attribute every target shares
+    for _ in range(int(rng.integers(0, min(2, 5 - true_n) + 1))):
+        foil = objects[int(rng.integers(true_n))]
+        shared = {"colour": foil[1]} if by == "shape" else {"noun": foil[0]}
+        for _ in range(1000):
+            obj = _draw_object(rng, opts, set(objects), **(shared if rng.random() < 0.5 else {}))
+            if obj[fixed] != objects[0][fixed]:
+                break
+        objects.append(obj)
+    return {"objects": objects, "by": by, "true": true_n, "fake": fake_n if fake_n != true_n else true_n % 4 + 1,
+            "targets": list(range(true_n))}
+
+
+def _centroid(block: list[int]) -> tuple[float, float]:
+    """(column, row) of a block's middle, in cells."""
+    return (float(np.mean([c % GRID for c in block])), float(np.mean([c // GRID for c in block])))
+
+
+def _spatial(rng: np.random.Generator, opts: SceneOptions) -> dict[str, Any]:
+    """Where A (the first object) lies against B (the second): left/right or above/below, the
+    blocks placed so that A's offset along the asked axis is at least a cell and at least twice
+    the offset across it (one clear answer, the visual builder's rule on the grid)."""
+    horizontal = bool(rng.random() < 0.5)
+    true_rel, fake_rel = ("left", "right") if horizontal else ("above", "below")
+    if rng.random() < 0.5:
+        true_rel, fake_rel = fake_rel, true_rel
+    objects: list[tuple[str, str]] = []
+    for _ in range(int(rng.integers(2, 5))):
+        objects.append(_draw_object(rng, opts, set(objects)))
+    for _ in range(1000):
+        blocks = place(rng, len(objects))
+        (ax, ay), (bx, by_) = _centroid(blocks[0]), _centroid(blocks[1])
+        along, across = (ax - bx, ay - by_) if horizontal else (ay - by_, ax - bx)
+        if true_rel in ("right", "below"):
+            along = -along
+        if -along >= 1 and abs(across) <= 0.5 * -along:
+            break
+    else:
+        raise RuntimeError(f"no placement puts A {true_rel} of B")
+    return {"objects": objects, "true": true_rel, "fake": fake_rel, "blocks": blocks}
+
+
 _FACTS = {"hallucination/existence": _existence, "hallucination/color": _colour, "hallucination/object": _object,
-          "general/description": _description}
+          "general/description": _description, "hallucination/count": _count, "reasoning/spatial": _spatial}
 
 
 def make_scene_example(seed: int, index: int, category: str,
@@ -210,7 +276,7 @@ def make_scene_example(seed: int, index: int, category: str,
     rng = np.random.default_rng([seed, 20, index])
     facts = _FACTS[category](rng, opts)
     objects = facts["objects"]
-    blocks = place(rng, len(objects))
+    blocks = facts.pop("blocks", None) or place(rng, len(objects))
     scene = scene_text(objects, blocks, rng, opts)
     # A block's centre cell gives the object's place (descriptions list objects left to right).
     meta = {**facts, "objects": [{"shape": s, "colour": c, "cells": b,
@@ -222,10 +288,13 @@ def make_scene_example(seed: int, index: int, category: str,
     return scene.lstrip() + question, chosen, rejected, meta
 
 
-def scene_categories(n_pairs: int, seed: int) -> list[str]:
-    """Exact quotas of CATEGORY_WEIGHTS over n_pairs, shuffled by seed."""
-    names = list(CATEGORY_WEIGHTS)
-    counts = [int(n_pairs * CATEGORY_WEIGHTS[c]) for c in names]
+def scene_categories(n_pairs: int, seed: int, weights: Mapping[str, float] | None = None) -> list[str]:
+    """Exact quotas of `weights` (kinds of `KINDS` -> shares, normalised; None: CATEGORY_WEIGHTS)
+    over n_pairs, shuffled by seed."""
+    weights = CATEGORY_WEIGHTS if weights is None else check_weights(weights)
+    names = [c for c in weights if weights[c] > 0]
+    total = sum(weights[c] for c in names)
+    counts = [int(n_pairs * weights[c] / total) for c in names]
     for k in range(n_pairs - sum(counts)):
         counts[k % len(names)] += 1
     cats = [c for c, k in zip(names, counts) for _ in range(k)]
@@ -233,13 +302,25 @@ def scene_categories(n_pairs: int, seed: int) -> list[str]:
     return [cats[i] for i in order]
 
 
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """`weights` as a dict, or ValueError naming the unknown kind / the bad share."""
+    unknown = [k for k in weights if k not in KINDS]
+    if unknown:
+        raise ValueError(f"word scenes: unknown kind(s) {unknown}; kinds are {list(KINDS)}")
+    bad = {k: v for k, v in weights.items() if not v >= 0}
+    if bad or not any(v > 0 for v in weights.values()):
+        raise ValueError(f"word scenes: shares must be >= 0 with one > 0, got {dict(weights)}")
+    return dict(weights)
+
+
 def generate_word_scenes(out_dir: str, n_pairs: int, seed: int, opts: SceneOptions = SceneOptions(),
-                         progress: bool = True) -> list[PreferencePair]:
-    """Write `n_pairs` word-scene pairs to `out_dir/pairs.jsonl` and return them."""
+                         progress: bool = True, weights: Mapping[str, float] | None = None) -> list[PreferencePair]:
+    """Write `n_pairs` word-scene pairs to `out_dir/pairs.jsonl` and return them (`weights`: the
+    kinds' shares, `scene_categories`)."""
     if n_pairs < 0:
         raise ValueError(f"n_pairs must be >= 0, got {n_pairs}")
     pairs = []
-    for i, category in enumerate(tqdm(scene_categories(n_pairs, seed), desc="word scenes", file=sys.stderr,
+    for i, category in enumerate(tqdm(scene_categories(n_pairs, seed, weights), desc="word scenes", file=sys.stderr,
                                       disable=not progress)):
         prompt, chosen, rejected, _ = make_scene_example(seed, i, category, opts)
         pairs.append(PreferencePair(id=f"scene-s{seed}-{i:06d}", prompt=prompt, chosen=chosen, rejected=rejected,
