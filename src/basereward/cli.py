@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import BaseRewardError
@@ -118,6 +119,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name_and_number(item: str, names: Sequence[str]) -> tuple[str | None, float | None]:
+    """"NAME=NUMBER" -> (the one name of `names` that is NAME or ends in "/NAME", the number);
+    None for a part that is missing, ambiguous or not a number."""
+    name, sep, value = item.partition("=")
+    matches = [c for c in names if c == name or c.endswith("/" + name)]
+    try:
+        number: float | None = float(value)
+    except ValueError:
+        number = None
+    return (matches[0] if sep and len(matches) == 1 else None), number
+
+
 def _parse_reweight(items: list[str]) -> dict[str, float]:
     """`--reweight CATEGORY=FACTOR` (repeatable) -> {category: factor}; `existence` stands for
     `hallucination/existence` when one category ends that way."""
@@ -126,16 +139,11 @@ def _parse_reweight(items: list[str]) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        matches = [c for c in CATEGORIES if c == name or c.endswith("/" + name)]
-        try:
-            factor = float(value)
-        except ValueError:
-            factor = None
-        if not sep or len(matches) != 1 or factor is None:
+        category, factor = _name_and_number(item, CATEGORIES)
+        if category is None or factor is None:
             raise ConfigError(f"data synth: --reweight {item!r}: expected CATEGORY=FACTOR with a category of "
                               f"{list(CATEGORIES)} (or its last part, e.g. existence=2)")
-        out[matches[0]] = factor
+        out[category] = factor
     return out
 
 
@@ -149,16 +157,11 @@ def _parse_scene_shares(items: list[str], command: str) -> dict[str, float] | No
         return None
     out: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        matches = [k for k in KINDS if k == name or k.endswith("/" + name)]
-        try:
-            share = float(value)
-        except ValueError:
-            share = -1.0
-        if not sep or len(matches) != 1 or not share >= 0:
+        kind, share = _name_and_number(item, KINDS)
+        if kind is None or share is None or not share >= 0:
             raise ConfigError(f"{command}: --scene-share {item!r}: expected KIND=SHARE (share >= 0) with a kind of "
                               f"{list(KINDS)} (or its last part, e.g. count=0.2)")
-        out[matches[0]] = share
+        out[kind] = share
     if not any(out.values()):
         raise ConfigError(f"{command}: --scene-share gives every kind a share of 0")
     return out

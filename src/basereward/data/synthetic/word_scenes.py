@@ -16,6 +16,9 @@ colour on another noun, or the noun in another colour). Questions and answers ar
 training phrase bank (`paraphrases.TRAIN_BANK`, with its lead-ins and neutral padding), never the
 held-out one, and the held-out colour/shape combinations (`combos.HELDOUT_COMBOS`) never occur.
 
+Count and spatial questions (`KINDS`) can be mixed in with `weights`; they are not in the default
+mix: the LM does not learn them from scenes at the demo's budget (README, "Count and spatial scenes").
+
 Deterministic by seed; the pair's facts are in the returned `meta` of `make_scene_example`.
 """
 
