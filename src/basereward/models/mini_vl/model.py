@@ -1,6 +1,6 @@
 """The `mini-vl` backbone: EfficientNet-Lite0 (frozen) -> projector -> SmolLM2-135M-Instruct.
 
-    image (224x224) -> EfficientNet-Lite0 (ImageNet, frozen) -> (C, g, g) features
+    image (image_size, 224 by default) -> EfficientNet-Lite0 (ImageNet, frozen) -> (C, g, g) features
         -> projector -> image tokens (g*g*slots, 576)
     ChatML text with the image tokens spliced into the user turn -> SmolLM2 (first lm_layers layers)
 
