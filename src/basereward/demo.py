@@ -208,7 +208,9 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
 
     # Scored under the precision it was trained in (bf16 autocast on a CPU with AVX-512 bf16: ~2.5x
     # faster than float32; `basereward eval --precision` does the same).
-    precision = cfg.train.mixed_precision
+    from .scoring.scorer import PRECISIONS
+
+    precision = cfg.train.mixed_precision if cfg.train.mixed_precision in PRECISIONS else "auto"  # fp16: auto
     scorer = Scorer(RewardModel.from_pretrained(model_dir), batch_size=32, progress=True, name="model",
                     precision=precision)
     source: Any = scorer

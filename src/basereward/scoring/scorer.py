@@ -89,10 +89,7 @@ class Scorer(ScoringMixin):
         if next(self.model.backbone.parameters()).dtype != torch.float32 or self.precision == "no":
             return contextlib.nullcontext()
         cuda = self.device.type == "cuda"
-        setting = self.precision
-        if setting == "auto" and not cuda:
-            return contextlib.nullcontext()
-        if setting == "bf16" or resolve_mixed_precision(setting, cuda=cuda) == "bf16":
+        if self.precision == "bf16" or resolve_mixed_precision(self.precision, cuda=cuda) == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
