@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config.schema import SCORING_PRECISIONS as PRECISION_CHOICES
 from .errors import BaseRewardError
 
 
@@ -268,7 +269,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-PRECISION_CHOICES = ("auto", "bf16-where-fast", "bf16", "no")
 _PRECISION_HELP = ("autocast of float32 models: auto = bf16 on a GPU that supports it; bf16-where-fast = also on a "
                    "CPU with AVX-512 bf16 (~2.5x faster there; how the demo scores); bf16; no = float32")
 _SCENE_SHARE_HELP = ("word scenes: the share of one kind of question (repeatable; kinds given replace the default "

@@ -295,6 +295,11 @@ class DataConfig:
     `../`, absolute paths elsewhere and symlinks out are bad rows). Empty = images anywhere."""
 
 
+# The autocast settings a Scorer takes (`Scorer(precision=...)`, `score/eval --precision`): those of
+# `TrainConfig.mixed_precision` that mean bf16 or nothing.
+SCORING_PRECISIONS = ("auto", "bf16-where-fast", "bf16", "no")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     output_dir: str = "runs/train"

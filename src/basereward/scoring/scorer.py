@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..config.schema import SCORING_PRECISIONS as PRECISIONS
 from ..data.schema import Group
 from ..models.reward_model import RewardModel
 from .interface import ScoringMixin
@@ -92,9 +93,6 @@ class Scorer(ScoringMixin):
         if self.precision == "bf16" or resolve_mixed_precision(self.precision, cuda=cuda) == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-
-PRECISIONS = ("auto", "bf16-where-fast", "bf16", "no")
 
 
 def length_estimate(group: Group) -> int:
