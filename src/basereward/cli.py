@@ -41,19 +41,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _accuracy_summary(pairs, scores) -> dict[str, dict]:
-    """{"overall": {accuracy, n}, category: {accuracy, n}, ...} (empty category: "(none)")."""
-    from .metrics import accuracy_by_key, pair_accuracy
+    """{"overall": {accuracy, n, interval95}, category: {accuracy, n, interval95}, ...} (empty
+    category: "(none)"; interval95: the accuracy's Wilson 95% interval, `metrics.accuracy_interval`)."""
+    from .metrics import accuracy_by_key, accuracy_interval, pair_accuracy
 
     chosen, rejected = [c for c, _ in scores], [r for _, r in scores]
-    overall = {"accuracy": pair_accuracy(chosen, rejected), "n": len(scores)}
-    return {"overall": overall, **accuracy_by_key(chosen, rejected, [p.category for p in pairs])}
+    ci = accuracy_interval(chosen, rejected)
+    overall = {"accuracy": pair_accuracy(chosen, rejected), "n": len(scores), "interval95": ci and list(ci)}
+    return {"overall": overall, **accuracy_by_key(chosen, rejected, [p.category for p in pairs], interval=True)}
 
 
 def _accuracy_table(summary: dict[str, dict]) -> str:
     width = max(len(k) for k in summary)
-    lines = [f"{'category':<{width}}  accuracy      n"]
+    lines = [f"{'category':<{width}}  accuracy      n  95% interval"]
     for k in ["overall"] + sorted(k for k in summary if k != "overall"):
-        lines.append(f"{k:<{width}}  {100 * summary[k]['accuracy']:7.1f}%  {summary[k]['n']:5d}")
+        row, ci = summary[k], summary[k].get("interval95")
+        span = f"{100 * ci[0]:5.1f}-{100 * ci[1]:.1f}%" if ci else "-"
+        lines.append(f"{k:<{width}}  {100 * row['accuracy']:7.1f}%  {row['n']:5d}  {span}")
     return "\n".join(lines)
 
 

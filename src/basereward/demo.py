@@ -265,6 +265,11 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     dist = results["heldout_distribution"]
     print(f"held-out distribution ({dist['pairs']} pairs: unseen wording, padding, layouts, combinations)")
     print(f"{'  accuracy / images shuffled':<{width}}  {100 * dist['accuracy']:7.1f}%  / {100 * dist['shuffled']:.1f}%")
+    ci = dist.get("interval95") or {}
+    if ci.get("accuracy") and ci.get("image_effect_points"):
+        (lo, hi), (elo, ehi) = ci["accuracy"], ci["image_effect_points"]
+        print(f"{'  95% interval / image effect':<{width}}  {100 * lo:.1f}-{100 * hi:.1f}%  / "
+              f"{dist['image_effect_points']:+.1f} points ({elo:+.1f} to {ehi:+.1f})")
     for k, v in dist["per_category"].items():
         print(f"  {k:<{width - 2}}  {100 * v:7.1f}%  / {100 * dist['per_category_shuffled'][k]:.1f}%")
     print("\n".join(truncation_lines(source)))

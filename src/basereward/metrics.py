@@ -14,6 +14,10 @@ reports, training validation, the demo) is computed here.
 * `calibration`: p = sigmoid(r_first - r_second) with each pair's order randomised by a seeded
   coin (so p < 0.5 occurs), y = 1 when the first-listed response is the chosen one; ten
   equal-width bins over [0, 1] (the last includes 1); ECE = sum_b (n_b / N) |mean y_b - mean p_b|.
+* `accuracy_interval`: the Wilson score interval of a pair accuracy (95% by default): on 400
+  pairs near 70% it spans about +-4.5 points, on a 54-pair category about +-12.
+* `paired_difference_interval`: mean and normal-approximation interval of the per-pair difference
+  of two verdicts on the same pairs (e.g. accuracy minus accuracy with images shuffled).
 * `pair_sums` / `from_sums`: validation sums (Bradley-Terry loss, correct, gap, count) that are
   added across processes first and divided once (never average per-process means).
 """
@@ -50,10 +54,48 @@ def pair_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float |
     return float(ok.mean()) if ok.size else None
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
+
+
+def accuracy_interval(chosen: Sequence[float], rejected: Sequence[float], z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval (lo, hi) of the pair accuracy; None when there are no pairs.
+
+    With k correct of n, p = k / n: centre (p + z^2 / 2n) / (1 + z^2 / n), half-width
+    z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n). Unlike p +- z sqrt(p (1 - p) / n) it stays
+    inside [0, 1] and keeps its coverage near 0 and 1 and on small n."""
+    ok = correct(chosen, rejected)
+    return _wilson(int(ok.sum()), ok.size, z) if ok.size else None
+
+
+def _wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference_interval(ok_a: Sequence[bool], ok_b: Sequence[bool], z: float = Z95) -> dict[str, float] | None:
+    """{"difference", "lo", "hi"}: the mean of ok_a - ok_b over the same pairs (two verdicts on each
+    pair, e.g. with the real and with shuffled images) and its interval, mean +- z * sd / sqrt(n)
+    (sample sd of the per-pair differences; clipped to [-1, 1]). None for fewer than two pairs."""
+    a = np.asarray(ok_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(ok_b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"{a.size} verdicts against {b.size}: a paired difference needs the same pairs")
+    if a.size < 2:
+        return None
+    d = a - b
+    mean, half = float(d.mean()), z * float(d.std(ddof=1)) / float(np.sqrt(d.size))
+    return {"difference": mean, "lo": max(-1.0, mean - half), "hi": min(1.0, mean + half)}
+
+
 def accuracy_by_key(
-    chosen: Sequence[float], rejected: Sequence[float], keys: Sequence[str], unlabelled: str = UNLABELLED
+    chosen: Sequence[float], rejected: Sequence[float], keys: Sequence[str], unlabelled: str = UNLABELLED,
+    interval: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """`{key: {"accuracy": a, "n": n}}` over the pairs sharing each key, keys sorted.
+    """`{key: {"accuracy": a, "n": n}}` over the pairs sharing each key, keys sorted; with
+    `interval`, also "interval95": [lo, hi], the key's `accuracy_interval`.
 
     An empty key (e.g. a pair without a category) is reported as `unlabelled`.
     """
@@ -65,6 +107,8 @@ def accuracy_by_key(
     for key in sorted(set(labels.tolist())):
         mask = labels == key
         out[key] = {"accuracy": float(ok[mask].mean()), "n": int(mask.sum())}
+        if interval:
+            out[key]["interval95"] = list(_wilson(int(ok[mask].sum()), int(mask.sum())))
     return out
 
 

@@ -148,7 +148,10 @@ def test_score_writes_rewards_and_the_accuracy_table(ws, capsys):
         assert (line["chosen_reward"], line["rejected_reward"]) == pytest.approx((c, r), abs=1e-6)
     # The text pairs are q0, q2, q4, all of category "y": the summary counts them from the rewards.
     right = sum(x["chosen_reward"] > x["rejected_reward"] for x in lines)
-    want = {"accuracy": right / 3, "n": 3}
+    # Wilson 95% intervals of k right of 3 (z = 1.96): [0, 0.5615], [0.0615, 0.7923],
+    # [0.2077, 0.9385], [0.4385, 1].
+    wilson = {0: [0.0, 0.56151], 1: [0.06149, 0.79234], 2: [0.20766, 0.93851], 3: [0.43849, 1.0]}[right]
+    want = {"accuracy": right / 3, "n": 3, "interval95": pytest.approx(wilson, abs=1e-4)}
     truncation = [{"name": "text_a", "sequences": 6, "prompt": 0, "response": 0}]  # 3 pairs, nothing cut
     written = json.loads(summary.read_text())
     memory = written.pop("memory")  # measured, so only its shape is checked
@@ -156,5 +159,8 @@ def test_score_writes_rewards_and_the_accuracy_table(ws, capsys):
     assert written == {"overall": want, "y": want, "truncation": truncation}
     printed = capsys.readouterr().out.splitlines()
     pct = f"{100 * right / 3:7.1f}%"
-    assert printed[:3] == ["category  accuracy      n", f"overall  {pct}      3", f"y        {pct}      3"]
+    lo, hi = written["overall"]["interval95"]  # checked against the hand values above
+    span = f"{100 * lo:5.1f}-{100 * hi:.1f}%"
+    assert printed[:3] == ["category  accuracy      n  95% interval", f"overall  {pct}      3  {span}",
+                           f"y        {pct}      3  {span}"]
     assert printed[-1] == f"wrote 3 scores to {out}"

@@ -171,26 +171,6 @@ def test_bf16_encoder_gives_float32_features_close_to_float32_ones():
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
 
 
-def test_folded_batchnorm_encoder_reads_like_the_pretrained_network_with_its_batchnorm():
-    from torch import nn
-
-    from basereward.models.mini_vl import ImageEncoder, efficientnet_lite0
-
-    enc = ImageEncoder(2, tap_max_pool=True).eval()
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in enc.modules())
-    ref = efficientnet_lite0().eval()  # the same pretrained weights, BatchNorm as it ships
-    assert any(isinstance(m, nn.BatchNorm2d) for m in ref.modules())
-    torch.manual_seed(0)
-    pixels = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        x = ref._swish(ref._bn0(ref._conv_stem(pixels)))
-        for block in ref._blocks:
-            x = block(x)
-        want = nn.functional.adaptive_avg_pool2d(ref._swish(ref._bn1(ref._conv_head(x))), 2).flatten(2).transpose(1, 2)
-        got = enc(pixels)[..., :1280]  # the last stage's 1280 channels, average-pooled to the grid
-    assert (got - want).abs().max() < 1e-4 * want.abs().max()
-
-
 def test_colour_histogram_appends_the_cell_histograms_to_the_cnn_features():
     from basereward.models.mini_vl import ImageEncoder
     from basereward.models.mini_vl.vision import colour_histogram

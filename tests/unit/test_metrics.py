@@ -11,6 +11,7 @@ import pytest
 from basereward import metrics
 from basereward.metrics import (
     accuracy_by_key,
+    accuracy_interval,
     calibration,
     calibration_bins,
     correct,
@@ -18,6 +19,7 @@ from basereward.metrics import (
     length_bias,
     pair_accuracy,
     pair_sums,
+    paired_difference_interval,
     pearson,
     reward_stats,
 )
@@ -148,3 +150,30 @@ def test_prefers_longer_by_hand():
     lc, lr = [5, 1, 3, 8, 2], [2, 9, 3, 4, 7]
     assert metrics.prefers_longer(chosen, rejected, lc, lr) == 2 / 4
     assert metrics.prefers_longer([1.0], [0.0], [3], [3]) is None
+
+
+def test_accuracy_interval_is_wilsons_by_hand():
+    # 8 of 10, z = 1.96: p = 0.8, denominator 1 + 3.8415/10 = 1.38415, centre (0.8 + 0.19208) / 1.38415
+    # = 0.71676, half-width 1.96 * sqrt(0.016 + 0.0096040) / 1.38415 = 0.22658 -> [0.4902, 0.9433].
+    lo, hi = accuracy_interval([1.0] * 8 + [0.0] * 2, [0.0] * 8 + [1.0] * 2)
+    assert (lo, hi) == pytest.approx((0.49016, 0.94332), abs=1e-4)
+    # A tie is wrong here as everywhere: 0 of 1 -> [0, 0.7935] (centre = half-width = 3.8415/2 / 4.8415).
+    assert accuracy_interval([1.0], [1.0]) == pytest.approx((0.0, 0.79345), abs=1e-4)
+    assert accuracy_interval([], []) is None
+    # 280 of 400 (70%): +-4.5 points, the noise of one held-out distribution run.
+    lo, hi = accuracy_interval([1.0] * 280 + [0.0] * 120, [0.0] * 280 + [1.0] * 120)
+    assert 0.65 < lo < 0.66 and 0.74 < hi < 0.75
+
+
+def test_paired_difference_interval_by_hand():
+    # Differences (1, 0, 1, 0): mean 0.5, sample sd sqrt(1/3) = 0.57735, standard error 0.28868,
+    # 0.5 +- 1.96 * 0.28868 = [-0.0658, 1.0658] -> the upper end clipped to 1.
+    got = paired_difference_interval([True, True, True, False], [False, True, False, False])
+    assert got["difference"] == pytest.approx(0.5)
+    assert (got["lo"], got["hi"]) == pytest.approx((-0.06580, 1.0), abs=1e-4)
+    # The same verdicts on both sides: no difference and no spread.
+    same = paired_difference_interval([True, False, True], [True, False, True])
+    assert same == {"difference": 0.0, "lo": 0.0, "hi": 0.0}
+    assert paired_difference_interval([True], [False]) is None
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_difference_interval([True, False], [True])

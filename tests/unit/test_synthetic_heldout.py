@@ -235,6 +235,12 @@ def test_visual_report_by_hand():
     assert got["image_effect_points"] == pytest.approx(60.0)
     assert got["per_category"] == {"a": 1.0, "b": 0.0}
     assert got["per_category_shuffled"] == {"a": 0.0, "b": 0.0}
+    # Wilson 95%: 3 of 5 -> [0.2307, 0.8824], 0 of 5 -> [0, 0.4345]; the per-pair differences
+    # (1, 1, 1, 0, 0): mean 0.6, sd sqrt(0.3), 0.6 +- 1.96 * 0.5477 / sqrt(5) = [0.1199, 1.0801 -> 1].
+    ci = got["interval95"]
+    assert ci["accuracy"] == pytest.approx((0.23072, 0.88238), abs=1e-4)
+    assert ci["shuffled"] == pytest.approx((0.0, 0.43448), abs=1e-4)
+    assert ci["image_effect_points"] == pytest.approx((11.9909, 100.0), abs=1e-3)
 
 
 def test_shift_takes_each_factor_from_the_training_generator_when_turned_off():

@@ -40,8 +40,8 @@ class MiniVLConfig:
     backbones: ClassVar[tuple[str, ...]] = ("mini-vl",)
 
     image_size: int = 224
-    """Images are resized to this square size before the encoder (always frozen: its BatchNorm,
-    with ImageNet's statistics, is folded into its convolutions)."""
+    """Images are resized to this square size before the encoder (always frozen: its BatchNorm
+    statistics stay ImageNet's)."""
     image_grid: int = 3
     """The encoder's feature map is pooled to an image_grid x image_grid token grid."""
     image_multiscale: bool = True

@@ -12,19 +12,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.schema import PreferencePair
-from ..metrics import accuracy_by_key, pair_accuracy
+from ..metrics import accuracy_by_key, accuracy_interval, correct, pair_accuracy, paired_difference_interval
 from ..scoring.interface import RewardSource, score_pairs
 from .controls import shuffle_images
 
 
 def visual_report(source: RewardSource, pairs: Sequence[PreferencePair], shuffle_seed: int = 0) -> dict[str, Any]:
-    """{"pairs", "accuracy", "shuffled", "image_effect_points", "per_category", "per_category_shuffled"}."""
+    """{"pairs", "accuracy", "shuffled", "image_effect_points", "per_category", "per_category_shuffled",
+    "interval95"}: "interval95" holds the Wilson 95% intervals of "accuracy" and "shuffled" and the
+    paired interval of the image effect in points (`metrics`), so a 400-pair split says how far a
+    difference between runs is noise."""
     cats = [p.category for p in pairs]
     out: dict[str, Any] = {"pairs": len(pairs)}
+    verdicts, intervals = {}, {}
     for name, split in (("", pairs), ("_shuffled", shuffle_images(pairs, seed=shuffle_seed))):
         scores = score_pairs(source, split)
         chosen, rejected = [c for c, _ in scores], [r for _, r in scores]
-        out["accuracy" if not name else "shuffled"] = pair_accuracy(chosen, rejected)
+        key = "accuracy" if not name else "shuffled"
+        out[key] = pair_accuracy(chosen, rejected)
+        ci = accuracy_interval(chosen, rejected)
+        verdicts[key], intervals[key] = correct(chosen, rejected), ci and list(ci)
         out[f"per_category{name}"] = {k: v["accuracy"] for k, v in accuracy_by_key(chosen, rejected, cats).items()}
     out["image_effect_points"] = 100 * (out["accuracy"] - out["shuffled"])
+    effect = paired_difference_interval(verdicts["accuracy"], verdicts["shuffled"])
+    out["interval95"] = {**intervals,
+                         "image_effect_points": None if effect is None else [100 * effect["lo"], 100 * effect["hi"]]}
     return out

@@ -83,7 +83,7 @@ class MiniVL(Backbone):
         self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool, mv.image_colour_histogram,
                                    bf16=mv.image_encoder_dtype == "bfloat16")
         for p in self.vision.parameters():
-            # The image encoder is always frozen here (its BatchNorm is folded into its convolutions).
+            # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)
         self.slots = mv.word_slots if mv.projector == "words" else 1
         # The `words` vocabulary: set by the alignment stage or restored from a saved model. A plain
@@ -114,7 +114,7 @@ class MiniVL(Backbone):
 
     def train(self, mode: bool = True) -> "MiniVL":
         super().train(mode)
-        self.vision.eval()  # the frozen encoder never trains (no drop-connect)
+        self.vision.eval()  # frozen BatchNorm must keep ImageNet statistics
         return self
 
     # ------------------------------------------------------------------ vocabulary (saved metadata)
