@@ -90,7 +90,9 @@ def test_score_allow_nonfinite_writes_null_and_counts(tmp_path, capsys, monkeypa
     assert rows[2] == {"id": "p2", "chosen_reward": 0.5, "rejected_reward": None}
     assert rows[3] == {"id": "p3", "chosen_reward": None, "rejected_reward": 0.5}
     # 0.5 vs 0.5 is a tie (wrong), 0.5 vs inf wrong, NaN vs 0.5 wrong: nothing is right.
-    assert json.loads(summary.read_text())["overall"] == {"accuracy": 0.0, "n": 4}
+    # Wilson 95% of 0 of 4: centre = half-width = (3.8415 / 8) / (1 + 3.8415 / 4) = 0.24495 -> [0, 0.4899].
+    overall = json.loads(summary.read_text())["overall"]
+    assert overall == {"accuracy": 0.0, "n": 4, "interval95": pytest.approx([0.0, 0.48990], abs=1e-4)}
 
 
 def test_score_with_a_nan_model_end_to_end(tmp_path, capsys):
