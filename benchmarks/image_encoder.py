@@ -56,7 +56,7 @@ def main() -> None:
     from basereward.data.pairs import load_pairs
     from basereward.data.synthetic import generate
     from basereward.models.mini_vl import ImageEncoder, efficientnet_lite0
-    from basereward.models.mini_vl.vision import IMAGENET_MEAN, IMAGENET_STD, normalise_pixels, resized_pixels
+    from basereward.models.mini_vl.vision import IMAGENET_MEAN, IMAGENET_STD, pixel_batch
 
     tmp = tempfile.mkdtemp(prefix="encoder-bench-")
     generate(tmp, n_pairs=args.images, seed=5, progress=False)
@@ -78,7 +78,7 @@ def main() -> None:
             for i in range(0, len(pictures), args.batch):
                 chunk = pictures[i:i + args.batch]
                 if batched:
-                    pixels = normalise_pixels(torch.stack([resized_pixels(im, args.size) for im in chunk]))
+                    pixels = pixel_batch(chunk, args.size)
                 else:
                     pixels = torch.stack([per_image_numpy(im) for im in chunk])
                 out.append(encoder(pixels))

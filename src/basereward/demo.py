@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
+from .config.schema import SCORING_PRECISIONS
 from .data.schema import PreferencePair
 from .errors import BaseRewardError
 from .io import copy_dir, finite, write_json
@@ -208,9 +209,7 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
 
     # Scored under the precision it was trained in (bf16 autocast on a CPU with AVX-512 bf16: ~2.5x
     # faster than float32; `basereward eval --precision` does the same).
-    from .scoring.scorer import PRECISIONS
-
-    precision = cfg.train.mixed_precision if cfg.train.mixed_precision in PRECISIONS else "auto"  # fp16: auto
+    precision = cfg.train.mixed_precision if cfg.train.mixed_precision in SCORING_PRECISIONS else "auto"  # fp16: auto
     scorer = Scorer(RewardModel.from_pretrained(model_dir), batch_size=32, progress=True, name="model",
                     precision=precision)
     source: Any = scorer
@@ -265,8 +264,8 @@ def run_demo(out_dir: str = "runs/demo", overrides: list[str] | tuple[str, ...] 
     dist = results["heldout_distribution"]
     print(f"held-out distribution ({dist['pairs']} pairs: unseen wording, padding, layouts, combinations)")
     print(f"{'  accuracy / images shuffled':<{width}}  {100 * dist['accuracy']:7.1f}%  / {100 * dist['shuffled']:.1f}%")
-    ci = dist.get("interval95") or {}
-    if ci.get("accuracy") and ci.get("image_effect_points"):
+    ci = dist["interval95"]
+    if ci["accuracy"] and ci["image_effect_points"]:  # None on an empty or one-pair split
         (lo, hi), (elo, ehi) = ci["accuracy"], ci["image_effect_points"]
         print(f"{'  95% interval / image effect':<{width}}  {100 * lo:.1f}-{100 * hi:.1f}%  / "
               f"{dist['image_effect_points']:+.1f} points ({elo:+.1f} to {ehi:+.1f})")

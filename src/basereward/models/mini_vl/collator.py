@@ -13,7 +13,7 @@ from ...data.schema import Group
 from ...errors import ConfigError
 from ..backbone import conversation_text
 from ..common import Truncation, group_sizes_tensor, pad_right, pad_token_id, token_span
-from .vision import image_key, normalise_pixels, resized_pixels
+from .vision import image_key, pixel_batch
 
 
 def group_key(group: Group) -> str:
@@ -158,5 +158,5 @@ class MiniVLCollator:
             batch["image_features"] = torch.stack(cached)  # (I, cells, C): the encoder's output, cached
         elif images:
             # (I, 3, S, S): each group's images once
-            batch["pixel_values"] = normalise_pixels(torch.stack([resized_pixels(img, self.image_size) for img in images]))
+            batch["pixel_values"] = pixel_batch(images, self.image_size)
         return batch

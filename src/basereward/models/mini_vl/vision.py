@@ -121,6 +121,11 @@ def preprocess_image(image: Any, size: int) -> torch.Tensor:
     return normalise_pixels(resized_pixels(image, size))
 
 
+def pixel_batch(images: Sequence[Any], size: int) -> torch.Tensor:
+    """PIL images or paths -> (N, 3, size, size) ImageNet-normalised pixels, normalised at once."""
+    return normalise_pixels(torch.stack([resized_pixels(img, size) for img in images]))
+
+
 def image_key(image: Any) -> str | None:
     """The feature-cache key of an image file (its real path); None for an in-memory image."""
     return os.path.realpath(image) if isinstance(image, (str, os.PathLike)) else None
