@@ -210,6 +210,68 @@ def test_colour_histogram_appends_the_cell_histograms_to_the_cnn_features():
     torch.testing.assert_close(fh[..., plain.out_channels:], colour_histogram(pixels, 2, 5).flatten(2).transpose(1, 2))
 
 
+def test_encoder_without_the_semantic_map_gives_the_early_stages_and_skips_the_late_blocks():
+    from basereward.models.mini_vl import ImageEncoder
+
+    torch.manual_seed(0)
+    full, early = ImageEncoder(2, tap_max_pool=True).eval(), ImageEncoder(2, tap_max_pool=True, semantic=False).eval()
+    assert full.channel_blocks == (1280, 40, 40, 112, 112) and early.channel_blocks == (40, 40, 112, 112)
+    assert early.out_channels == 304 == sum(early.channel_blocks)
+    ran: list[str] = []
+    for name in ("_conv_head",):
+        getattr(early.net, name).register_forward_hook(lambda *_: ran.append("head"))
+    early.net._blocks[11].register_forward_hook(lambda *_: ran.append("block 11"))
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ff, fe = full(pixels), early(pixels)
+    assert ran == []  # the CNN stopped after the last tapped block
+    torch.testing.assert_close(fe, ff[..., 1280:], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="multiscale"):
+        ImageEncoder(2, multiscale=False, semantic=False)
+
+
+def test_per_block_norm_normalises_each_channel_block_on_its_own():
+    from basereward.models.mini_vl.projector import build_projector
+
+    torch.manual_seed(0)
+    blocks = (6, 2, 4)
+    per_block, joint = build_projector(12, 8, 2, blocks), build_projector(12, 8, 2)
+    joint[1:].load_state_dict(per_block[1:].state_dict())
+    x = torch.randn(3, 5, 12)
+    louder = x.clone()
+    louder[..., :6] = 1000 * louder[..., :6] + 7  # one block rescaled and shifted
+    with torch.no_grad():
+        # Per block: each block's own scale is normalised away; jointly, the loud block drowns the rest.
+        torch.testing.assert_close(per_block(louder), per_block(x), atol=1e-4, rtol=1e-4)
+        assert (joint(louder) - joint(x)).abs().max() > 0.1
+        # By hand: LayerNorm (unit weight, zero bias at init) of each block, then the MLP.
+        normed = torch.cat([torch.nn.functional.layer_norm(p, p.shape[-1:]) for p in x.split(blocks, -1)], -1)
+        torch.testing.assert_close(per_block(x), per_block[1:](normed))
+    with pytest.raises(ValueError, match="add up"):
+        build_projector(12, 8, 2, (6, 2))
+
+
+def test_early_features_model_saves_and_loads_with_the_same_rewards(tmp_path):
+    from basereward.config import ConfigError
+
+    torch.manual_seed(0)
+    mv = MiniVLConfig(lm_layers=2, image_grid=2, image_tap_max_pool=True, image_semantic=False, projector_norm="per_block")
+    cfg = ModelConfig(backbone=BackboneConfig(name="mini-vl", max_length=96, mini_vl=mv), head=HeadConfig(zero_init_last=False))
+    m = RewardModel(cfg).eval()
+    assert m.backbone.projector[0].blocks == [40, 40, 112, 112]
+    gs = groups()
+    m.save_pretrained(tmp_path / "m")
+    loaded = RewardModel.from_pretrained(tmp_path / "m").eval()
+    torch.testing.assert_close(_rewards(loaded, gs), _rewards(m, gs), atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="image_semantic"):
+        from basereward.config import load_config
+        from basereward.demo import demo_config_path
+
+        load_config(demo_config_path(), ["model.backbone.mini_vl.image_semantic=false",
+                                         "model.backbone.mini_vl.image_multiscale=false",
+                                         "model.backbone.mini_vl.image_tap_max_pool=false"])
+
+
 def test_capabilities_are_declared_on_the_class():
     from basereward.models.backbone import Capabilities, available_backbones
     from basereward.models.mini_vl import MiniVL

@@ -59,6 +59,15 @@ class MiniVLConfig:
     and whether any pixel is in it) next to the CNN features: colour that does not depend on shape,
     so a colour/shape combination never seen in training reads more like a familiar one. Off in the
     demo: measured, not kept (README, "Where the held-out distribution is lost")."""
+    image_semantic: bool = True
+    """Feed the CNN's last feature map (1280 channels of ImageNet object semantics) to the projector.
+    Off: only the earlier stages (`image_multiscale`, needed then), and the CNN stops after the last
+    of them. On rendered pictures the semantic map lets the `words` projector learn which shapes
+    come in which colours and misread combinations it never saw (README, "Early features")."""
+    projector_norm: Literal["joint", "per_block"] = "joint"
+    """How the projector normalises its input: `joint`, one LayerNorm over all channels; `per_block`,
+    one per block of channels (the semantic map, each stage's average and maximum, the colour
+    histogram), so the small early stages are not scaled by the large semantic map's statistics."""
     projector: Literal["mlp", "words"] = "mlp"
     """`mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots` soft
     words: distributions over a vocabulary whose expected input embeddings are the image tokens,
@@ -411,6 +420,9 @@ def _validate_backbone(bb: BackboneConfig, where: str) -> None:
         if mv.image_tap_max_pool and not mv.image_multiscale:
             raise ConfigError(f"{where}.mini_vl.image_tap_max_pool: needs image_multiscale=true "
                               "(it pools the earlier stages that multiscale adds)")
+        if not mv.image_semantic and not mv.image_multiscale:
+            raise ConfigError(f"{where}.mini_vl.image_semantic=false: needs image_multiscale=true "
+                              "(without the semantic map the earlier stages are all the projector reads)")
     if bb.max_prompt_length >= bb.max_length:
         raise ConfigError(f"{where}.max_prompt_length ({bb.max_prompt_length}) must be below max_length "
                           f"({bb.max_length}): the response needs room")

@@ -38,6 +38,7 @@ from .projector import (
     train_alignment,
     vocabulary_ids,
     with_position_words,
+    word_scores,
     word_token_ids,
 )
 from .vision import (
@@ -81,7 +82,7 @@ class MiniVL(Backbone):
         # Construction order (encoder, projector, LM adapters, then the head outside) fixes which
         # random draws initialise what: keep it, or a seed trains a different model.
         self.vision = ImageEncoder(mv.image_grid, mv.image_multiscale, mv.image_tap_max_pool, mv.image_colour_histogram,
-                                   bf16=mv.image_encoder_dtype == "bfloat16")
+                                   bf16=mv.image_encoder_dtype == "bfloat16", semantic=mv.image_semantic)
         for p in self.vision.parameters():
             # The image encoder is always frozen here: its BatchNorm statistics stay ImageNet's.
             p.requires_grad_(False)
@@ -93,7 +94,8 @@ class MiniVL(Backbone):
         # Encoder features by image path, filled by the alignment stage (or cache_image_features) so
         # that later batches skip the frozen encoder; shared with the collator, never saved.
         self.feature_cache: dict[str, torch.Tensor] = {}
-        self.projector = build_projector(self.vision.out_channels, self.hidden_size, self.slots)
+        self.projector = build_projector(self.vision.out_channels, self.hidden_size, self.slots,
+                                         self.vision.channel_blocks if mv.projector_norm == "per_block" else ())
         if not mv.train_projector:
             # Trained by the alignment stage only (which lifts this for its own optimiser).
             for p in self.projector.parameters():
@@ -234,8 +236,7 @@ class MiniVL(Backbone):
     def word_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """(I, cells, C) encoder features -> (I, cells*slots, V) the projector's scores of the vocabulary."""
         param = next(self.projector.parameters())
-        _, logits = soft_words(self.projector(feats.to(param.device, param.dtype)), self.word_table(), self.hidden_size)
-        return logits
+        return word_scores(self.projector(feats.to(param.device, param.dtype)), self.word_table(), self.hidden_size)
 
     # ------------------------------------------------------------------ forward
     def shares_prefix(self) -> bool:

@@ -21,11 +21,28 @@ COLOUR_WORDS = frozenset({"red", "green", "blue", "yellow", "purple", "orange", 
                           "grey", "gray", "violet", "cyan", "magenta", "turquoise", "beige", "navy", "teal"})
 
 
-def build_projector(in_channels: int, hidden: int, slots: int) -> nn.Sequential:
-    """(I, cells, C) features -> (I, cells, hidden * slots)."""
+class BlockNorm(nn.Module):
+    """A LayerNorm over each block of channels on its own (`blocks`: their sizes, in order)."""
+
+    def __init__(self, blocks: Sequence[int]) -> None:
+        super().__init__()
+        self.blocks = [int(b) for b in blocks]
+        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in self.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([norm(part) for norm, part in zip(self.norms, x.split(self.blocks, dim=-1))], dim=-1)
+
+
+def build_projector(in_channels: int, hidden: int, slots: int, blocks: Sequence[int] = ()) -> nn.Sequential:
+    """(I, cells, C) features -> (I, cells, hidden * slots).
+
+    The features are layer-normalised first: the tapped CNN stages differ in scale by orders of
+    magnitude. `blocks` (channel block sizes summing to C): each block on its own, so the small early
+    stages are not scaled by the large semantic map's statistics; else all C channels together."""
+    if blocks and sum(blocks) != in_channels:
+        raise ValueError(f"channel blocks {list(blocks)} do not add up to {in_channels}")
     return nn.Sequential(
-        # LayerNorm first: the tapped CNN stages differ in scale by orders of magnitude.
-        nn.LayerNorm(in_channels),
+        BlockNorm(blocks) if blocks else nn.LayerNorm(in_channels),
         nn.Linear(in_channels, hidden),
         nn.GELU(),
         nn.Linear(hidden, hidden * slots),
@@ -46,6 +63,12 @@ def vocabulary_ids(tokenizer: Any, words: Sequence[str]) -> torch.Tensor:
     return torch.tensor(sorted(set(ids)), dtype=torch.long)
 
 
+def word_scores(out: torch.Tensor, table: torch.Tensor, hidden: int) -> torch.Tensor:
+    """Projector output (I, cells, H*slots) -> each slot's scores of the vocabulary (I, cells*slots, V)."""
+    queries = out.reshape(out.shape[0], -1, hidden)
+    return queries @ table.t().to(queries.dtype) / hidden ** 0.5
+
+
 def soft_words(out: torch.Tensor, table: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Projector output (I, cells, H*slots) and the vocabulary's input embeddings `table` (V, H)
     -> (image tokens (I, cells*slots, H), word logits (I, cells*slots, V)).
@@ -53,9 +76,8 @@ def soft_words(out: torch.Tensor, table: torch.Tensor, hidden: int) -> tuple[tor
     Each slot's query scores the vocabulary; the token is the softmax-weighted mean of its
     embeddings: a soft word.
     """
-    queries = out.reshape(out.shape[0], -1, hidden)
-    logits = queries @ table.t().to(queries.dtype) / hidden ** 0.5
-    return torch.softmax(logits.float(), dim=-1).to(queries.dtype) @ table.to(queries.dtype), logits
+    logits = word_scores(out, table, hidden)
+    return torch.softmax(logits.float(), dim=-1).to(logits.dtype) @ table.to(logits.dtype), logits
 
 
 def _half(index: int, grid: int, low: str, high: str) -> str:
@@ -185,7 +207,7 @@ def train_alignment(projector: nn.Module, table: torch.Tensor, hidden: int, x: t
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             out = projector(x[idx].to(param.device, param.dtype))
-            _, logits = soft_words(out, table, hidden)
+            logits = word_scores(out, table, hidden)  # the soft words themselves are not needed here
             tgt = y[idx].to(param.device).reshape(len(idx), -1)
             loss = alignment_loss(logits, tgt, flagged[idx], colour_mask)
             opt.zero_grad(set_to_none=True)

@@ -27,8 +27,10 @@ class ImageEncoder(nn.Module):
     HIST_LEVELS = 5  # colour histogram: levels per RGB channel (0, 1/4, ..., 1), 125 bins
 
     def __init__(self, grid: int, multiscale: bool = True, tap_max_pool: bool = False,
-                 colour_histogram: bool = False, bf16: bool = False) -> None:
+                 colour_histogram: bool = False, bf16: bool = False, semantic: bool = True) -> None:
         super().__init__()
+        if not semantic and not multiscale:
+            raise ValueError("an encoder without its semantic map needs the earlier stages (multiscale)")
         self.bf16 = bf16  # run the CNN under bf16 autocast (mini_vl.image_encoder_dtype)
         # channels_last runs the depthwise convolutions ~30% faster on CPU. BatchNorm stays as it
         # ships: folding it into the convolutions (benchmarks/image_encoder.py) encodes 1.06-1.42x faster
@@ -40,10 +42,19 @@ class ImageEncoder(nn.Module):
         # early (colour, edge) channels keeps it.
         self.max_pool = nn.AdaptiveMaxPool2d(grid) if multiscale and tap_max_pool else None
         self.multiscale = multiscale
-        tap_channels = sum(self.net._blocks[i]._project_conv.out_channels for i in self.TAPS) if multiscale else 0
+        # Without the semantic map the CNN stops after the last tapped block.
+        self.semantic = semantic
+        blocks = [1280] if semantic else []
+        if multiscale:
+            for i in self.TAPS:
+                blocks += [self.net._blocks[i]._project_conv.out_channels] * (2 if self.max_pool is not None else 1)
         self.with_colour_histogram = colour_histogram
-        self.out_channels = (1280 + tap_channels * (2 if self.max_pool is not None else 1)
-                             + (2 * self.HIST_LEVELS ** 3 if colour_histogram else 0))
+        if colour_histogram:
+            blocks.append(2 * self.HIST_LEVELS ** 3)
+        self.channel_blocks: tuple[int, ...] = tuple(blocks)
+        """Sizes of the feature's channel blocks, in order: the semantic map, each tap's average (and
+        maximum), the colour histogram (`projector_norm: per_block` normalises each on its own)."""
+        self.out_channels = sum(blocks)
 
     # On a CPU the CNN runs a few pictures per pass: a pass over 64 pictures at 320x320 spills its
     # activations out of the cores' caches, and 4 at a time encode ~3x faster (2-core EPYC Zen 4,
@@ -66,16 +77,19 @@ class ImageEncoder(nn.Module):
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(pixels.contiguous(memory_format=torch.channels_last))))
         taps = []
-        for idx, block in enumerate(net._blocks):
+        last = len(net._blocks) - 1 if self.semantic else max(self.TAPS)
+        for idx, block in enumerate(net._blocks[: last + 1]):
             x = block(x)  # drop-connect is off in eval mode
             if self.multiscale and idx in self.TAPS:
                 taps.append(self.pool(x))
                 if self.max_pool is not None:
                     taps.append(self.max_pool(x))
-        x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, 7, 7)
+        if self.semantic:
+            x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, 7, 7)
+            taps.insert(0, self.pool(x))
         if self.with_colour_histogram:
-            taps.append(colour_histogram(pixels, self.pool.output_size, self.HIST_LEVELS).to(x.dtype))
-        feats = torch.cat([self.pool(x), *taps], dim=1)  # (B, C, g, g)
+            taps.append(colour_histogram(pixels, self.pool.output_size, self.HIST_LEVELS).to(taps[0].dtype))
+        feats = torch.cat(taps, dim=1)  # (B, C, g, g)
         return feats.flatten(2).transpose(1, 2)  # (B, g*g, C)
 
 
