@@ -63,19 +63,16 @@ def main() -> int:
         run_demo(args.out, ["data.text_ratio=0", f"train.seed={args.seed}"], text_rm=False)
         return 0
     from basereward.data.pairs import load_pairs
-    from basereward.eval.visual_split import visual_report
-    from basereward.models.reward_model import RewardModel
-    from basereward.scoring import Scorer
+    from basereward.eval.visual_split import report_line, visual_report
+    from basereward.load import load_scorer
 
     pairs = load_pairs(f"{args.data}/synth-heldout-dist/pairs.jsonl")
     report: dict[str, Any] = {"model": args.model}
     for mode in args.modes.split(","):
         mini_vl_model.soft_words = words(mode)
-        scorer = Scorer(RewardModel.from_pretrained(args.model), batch_size=32, progress=False, name="model",
-                        precision="bf16-where-fast")
+        scorer = load_scorer(args.model, batch_size=32, precision="bf16-where-fast")
         report[mode] = r = visual_report(scorer, pairs)
-        cats = ", ".join(f"{k.split('/')[-1]} {100 * v:.1f}" for k, v in r["per_category"].items())
-        print(f"{mode:<5} {100 * r['accuracy']:.1f}% / {100 * r['shuffled']:.1f}% shuffled; {cats}", flush=True)
+        print(f"{mode:<5} {report_line(r)}", flush=True)
     if args.out:
         write_json(args.out, report)
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from basereward.data.pairs import load_pairs
 from basereward.ensemble.combine import fit
-from basereward.eval.visual_split import visual_report
+from basereward.eval.visual_split import report_line, visual_report
 from basereward.io import write_json
 from basereward.load import load_scorer
 
@@ -42,8 +42,7 @@ def main() -> int:
     for name, source in [*zip(args.models, members), ("mean of z-scores", ensemble)]:
         r = visual_report(source, heldout)
         report["held_out_distribution"][name] = r
-        cats = " ".join(f"{c.split('/')[1]} {100 * v:.1f}" for c, v in r["per_category"].items())
-        print(f"{name}: {100 * r['accuracy']:.1f}% / shuffled {100 * r['shuffled']:.1f}% | {cats}", flush=True)
+        print(f"{name}: {report_line(r)}", flush=True)
     if args.out:
         write_json(args.out, report)
     return 0

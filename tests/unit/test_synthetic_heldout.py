@@ -19,7 +19,7 @@ from basereward.data.synthetic.combos import HELDOUT_COMBOS, key_combos, used_co
 from basereward.data.synthetic.heldout import HELDOUT_BANK, make_heldout_example
 from basereward.data.synthetic.paraphrases import TRAIN_BANK
 from basereward.data.synthetic.render import COLOUR_NAMES, PLURAL, SHAPES
-from basereward.eval.visual_split import visual_report
+from basereward.eval.visual_split import report_line, visual_report
 
 N = 400
 SHAPE_CATEGORIES = ("hallucination/object", "hallucination/color", "hallucination/count",
@@ -241,6 +241,7 @@ def test_visual_report_by_hand():
     assert ci["accuracy"] == pytest.approx((0.23072, 0.88238), abs=1e-4)
     assert ci["shuffled"] == pytest.approx((0.0, 0.43448), abs=1e-4)
     assert ci["image_effect_points"] == pytest.approx((11.9909, 100.0), abs=1e-3)
+    assert report_line(got) == "60.0% / 0.0% shuffled; a 100.0, b 0.0"
 
 
 def test_shift_takes_each_factor_from_the_training_generator_when_turned_off():

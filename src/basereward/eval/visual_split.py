@@ -38,3 +38,9 @@ def visual_report(source: RewardSource, pairs: Sequence[PreferencePair], shuffle
     out["interval95"] = {**intervals,
                          "image_effect_points": None if effect is None else [100 * effect["lo"], 100 * effect["hi"]]}
     return out
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """One line of a `visual_report`: accuracy, shuffled, then each category's accuracy (short names)."""
+    cats = ", ".join(f"{k.split('/')[-1]} {100 * v:.1f}" for k, v in report["per_category"].items())
+    return f"{100 * report['accuracy']:.1f}% / {100 * report['shuffled']:.1f}% shuffled; {cats}"
