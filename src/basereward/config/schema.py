@@ -63,11 +63,14 @@ class MiniVLConfig:
     """Feed the CNN's last feature map (1280 channels of ImageNet object semantics) to the projector.
     Off: only the earlier stages (`image_multiscale`, needed then), and the CNN stops after the last
     of them. On rendered pictures the semantic map lets the `words` projector learn which shapes
-    come in which colours and misread combinations it never saw (README, "Early features")."""
+    come in which colours and misread combinations it never saw; without it the projector names
+    such combinations more often, but the demo's reward model read the held-out distribution worse
+    (README, "Demo results", thirteenth session). Off in the demo."""
     projector_norm: Literal["joint", "per_block"] = "joint"
     """How the projector normalises its input: `joint`, one LayerNorm over all channels; `per_block`,
     one per block of channels (the semantic map, each stage's average and maximum, the colour
-    histogram), so the small early stages are not scaled by the large semantic map's statistics."""
+    histogram), so the small early stages are not scaled by the large semantic map's statistics.
+    `joint` in the demo: measured, not kept (README, "Demo results", thirteenth session)."""
     projector: Literal["mlp", "words"] = "mlp"
     """`mlp` maps each grid cell to a free vector (LLaVA); `words` maps it to `word_slots` soft
     words: distributions over a vocabulary whose expected input embeddings are the image tokens,

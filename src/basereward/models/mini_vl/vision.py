@@ -76,20 +76,20 @@ class ImageEncoder(nn.Module):
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(pixels.contiguous(memory_format=torch.channels_last))))
-        taps = []
+        parts = []  # (B, c, g, g) blocks in `channel_blocks` order
         last = len(net._blocks) - 1 if self.semantic else max(self.TAPS)
         for idx, block in enumerate(net._blocks[: last + 1]):
             x = block(x)  # drop-connect is off in eval mode
             if self.multiscale and idx in self.TAPS:
-                taps.append(self.pool(x))
+                parts.append(self.pool(x))
                 if self.max_pool is not None:
-                    taps.append(self.max_pool(x))
+                    parts.append(self.max_pool(x))
         if self.semantic:
             x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, 7, 7)
-            taps.insert(0, self.pool(x))
+            parts.insert(0, self.pool(x))
         if self.with_colour_histogram:
-            taps.append(colour_histogram(pixels, self.pool.output_size, self.HIST_LEVELS).to(taps[0].dtype))
-        feats = torch.cat(taps, dim=1)  # (B, C, g, g)
+            parts.append(colour_histogram(pixels, self.pool.output_size, self.HIST_LEVELS).to(parts[0].dtype))
+        feats = torch.cat(parts, dim=1)  # (B, C, g, g)
         return feats.flatten(2).transpose(1, 2)  # (B, g*g, C)
 
 
