@@ -26,6 +26,7 @@ from basereward.data.synthetic.combos import HELDOUT_COMBOS
 from basereward.data.synthetic.heldout import Shift, make_heldout_example
 from basereward.demo import SYNTH_HELDOUT as SEED
 from basereward.io import write_json
+from basereward.models.mini_vl.projector import point_cell
 
 
 def probe(backbone: Any, shift: Shift, n_pairs: int) -> dict[str, dict[str, float]]:
@@ -50,7 +51,7 @@ def probe(backbone: Any, shift: Shift, n_pairs: int) -> dict[str, dict[str, floa
         size = ex.image.size[0]
         for obj in ex.meta["objects"]:
             cx, cy = obj["center"]
-            cell = min(int(cy / size * grid), grid - 1) * grid + min(int(cx / size * grid), grid - 1)
+            cell = point_cell(cx / size, cy / size, grid)
             first, second = (vocab[int(j)] for j in cells[cell, :2])
             c = counts["unseen" if (obj["shape"], obj["colour"]) in HELDOUT_COMBOS else "seen"]
             c[0] += 1

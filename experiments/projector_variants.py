@@ -28,11 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from combo_probe import probe  # experiments/, the script's own folder
+
 from basereward.config import load_config
-from basereward.data.regions import GroundedImage, load_regions, zoomed_regions
+from basereward.data.regions import GroundedImage, load_regions, region_words, zoomed_regions
+from basereward.data.synthetic.heldout import Shift
 from basereward.demo import demo_config_path
 from basereward.io import write_json
-from basereward.models.mini_vl.projector import build_projector, train_alignment, word_scores
+from basereward.models.mini_vl.projector import build_projector, region_cells, train_alignment, word_scores
 from basereward.models.mini_vl.vision import encode_into_cache, encode_zoomed_out, zoom_draws
 from basereward.models.reward_model import RewardModel
 
@@ -42,7 +45,6 @@ VALIDATION_COMBOS = frozenset({
     ("star", "purple"), ("hexagon", "orange"), ("triangle", "black"), ("circle", "white"),
     ("pentagon", "pink"), ("star", "brown"),
 })
-EARLY = (40, 40, 112, 112)  # the early stages' channel blocks (ImageEncoder.channel_blocks without the semantic map)
 IGNORE = -100  # cross_entropy's default ignore_index: the alignment loss skips these slots
 
 
@@ -53,17 +55,8 @@ def combo_of(text: str) -> tuple[str, str] | None:
 
 def withheld_cells(item: GroundedImage, grid: int) -> set[int]:
     """Cells covered by (or holding the centre of) a region of a validation combination."""
-    out: set[int] = set()
-    for reg in item.regions:
-        if combo_of(reg.text) not in VALIDATION_COMBOS:
-            continue
-        x0, y0, x1, y1 = reg.box
-        out.add(min(int((y0 + y1) / 2 * grid), grid - 1) * grid + min(int((x0 + x1) / 2 * grid), grid - 1))
-        for r in range(grid):
-            for c in range(grid):
-                if x0 <= (c + 0.5) / grid <= x1 and y0 <= (r + 0.5) / grid <= y1:
-                    out.add(r * grid + c)
-    return out
+    return {cell for reg in item.regions if combo_of(reg.text) in VALIDATION_COMBOS
+            for cell in region_cells(reg.box, grid)[1]}
 
 
 def masked_targets(backbone: Any, items: list[GroundedImage]) -> torch.Tensor:
@@ -86,8 +79,7 @@ def read(backbone: Any, projector: nn.Module, feats: torch.Tensor, items: list[G
             combo = combo_of(reg.text)
             if combo is None or combo[0] == "bar":
                 continue
-            x0, y0, x1, y1 = reg.box
-            cell = min(int((y0 + y1) / 2 * grid), grid - 1) * grid + min(int((x0 + x1) / 2 * grid), grid - 1)
+            cell, _ = region_cells(reg.box, grid)
             first, second = (vocab[int(j)] for j in cells[cell, :2])
             c = counts["withheld" if combo in VALIDATION_COMBOS else "taught"]
             c[0] += 1
@@ -99,7 +91,7 @@ def read(backbone: Any, projector: nn.Module, feats: torch.Tensor, items: list[G
 
 
 class FeatureDropout(nn.Module):
-    """Zeroes whole blocks of the encoder's channels (the semantic 1280, the early taps) at random
+    """Zeroes whole blocks of the encoder's channels (the semantic map, the early stages) at random
     while training, so no slot can rely on one block alone."""
 
     def __init__(self, blocks: list[tuple[int, int]], p: float) -> None:
@@ -117,32 +109,41 @@ class FeatureDropout(nn.Module):
 
 
 class TapsOnly(nn.Module):
-    """The early stages' channels alone (what `image_semantic=false` feeds the projector)."""
+    """The early stages' channels alone (what `image_semantic=false` feeds the projector): all but
+    the first `semantic` channels."""
+
+    def __init__(self, semantic: int) -> None:
+        super().__init__()
+        self.semantic = semantic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., 1280:]
+        return x[..., self.semantic:]
 
 
-def make(kind: str, c: int, hidden: int, slots: int) -> nn.Module:
-    if kind == "base":
-        return build_projector(c, hidden, slots)
-    if kind.startswith("drop"):  # drop0.3: input dropout
-        return nn.Sequential(nn.Dropout(float(kind[4:])), build_projector(c, hidden, slots))
-    if kind.startswith("hdrop"):  # hidden dropout
+def make(kind: str, blocks: tuple[int, ...], hidden: int, slots: int) -> nn.Module:
+    """A fresh projector of variant `kind` over features whose channel blocks are `blocks` (the
+    semantic map first, `ImageEncoder.channel_blocks`)."""
+    c, semantic, early = sum(blocks), blocks[0], blocks[1:]
+    named = {
+        "base": lambda: build_projector(c, hidden, slots),
+        "linear": lambda: nn.Sequential(nn.LayerNorm(c), nn.Linear(c, hidden * slots)),
+        "small": lambda: nn.Sequential(nn.LayerNorm(c), nn.Linear(c, hidden // 4), nn.GELU(),
+                                       nn.Linear(hidden // 4, hidden * slots)),
+        "blockln": lambda: build_projector(c, hidden, slots, blocks),  # projector_norm=per_block
+        "taps": lambda: nn.Sequential(TapsOnly(semantic), build_projector(c - semantic, hidden, slots)),
+        # image_semantic=false projector_norm=per_block
+        "tapsln": lambda: nn.Sequential(TapsOnly(semantic), build_projector(c - semantic, hidden, slots, early)),
+    }
+    if kind in named:
+        return named[kind]()
+    if kind.startswith("hdrop"):  # hdrop0.3: hidden dropout
         p = build_projector(c, hidden, slots)
         return nn.Sequential(p[0], p[1], p[2], nn.Dropout(float(kind[5:])), p[3])
-    if kind.startswith("block") and kind != "blockln":  # block0.3: drop the 1280 block or the taps
-        return nn.Sequential(FeatureDropout([(0, 1280), (1280, c)], float(kind[5:])), build_projector(c, hidden, slots))
-    if kind == "linear":
-        return nn.Sequential(nn.LayerNorm(c), nn.Linear(c, hidden * slots))
-    if kind == "small":
-        return nn.Sequential(nn.LayerNorm(c), nn.Linear(c, hidden // 4), nn.GELU(), nn.Linear(hidden // 4, hidden * slots))
-    if kind == "blockln":  # projector_norm=per_block
-        return build_projector(c, hidden, slots, EARLY if c == 304 else (1280, *EARLY))
-    if kind == "taps":
-        return nn.Sequential(TapsOnly(), build_projector(c - 1280, hidden, slots))
-    if kind == "tapsln":  # image_semantic=false projector_norm=per_block
-        return nn.Sequential(TapsOnly(), build_projector(c - 1280, hidden, slots, EARLY))
+    if kind.startswith("drop"):  # drop0.3: input dropout
+        return nn.Sequential(nn.Dropout(float(kind[4:])), build_projector(c, hidden, slots))
+    if kind.startswith("block"):  # block0.3: drop the semantic block or the early ones
+        return nn.Sequential(FeatureDropout([(0, semantic), (semantic, c)], float(kind[5:])),
+                             build_projector(c, hidden, slots))
     raise SystemExit(f"unknown variant {kind}")
 
 
@@ -165,8 +166,6 @@ def main() -> int:
     mv = bb.cfg.mini_vl
     train_items = load_regions(f"{args.data}/synth-train/regions.jsonl")
     val_items = [it for f in (args.val or f"{args.data}/synth-val/regions.jsonl").split(",") for it in load_regions(f)]
-    from basereward.data.regions import region_words
-
     bb.set_vocabulary(region_words(train_items))
     t0 = time.time()
     images = [it.image for it in train_items]
@@ -183,7 +182,7 @@ def main() -> int:
     for kind in args.variants.split(","):
         for epochs in map(int, args.epochs.split(",")):
             torch.manual_seed(args.seed)
-            proj = make(kind, x.shape[-1], bb.hidden_size, bb.slots)
+            proj = make(kind, bb.vision.channel_blocks, bb.hidden_size, bb.slots)
             t = time.time()
             m = train_alignment(proj, bb.word_table(), bb.hidden_size, x, y, epochs=epochs, lr=mv.align_lr,
                                 seed=args.seed, progress=False)
@@ -196,10 +195,6 @@ def main() -> int:
                   f"bg {100 * w['background']:4.1f} | taught colour {100 * s['colour']:5.1f} "
                   f"shape {100 * s['shape']:5.1f} bg {100 * s['background']:4.1f} | {time.time() - t:.0f} s", flush=True)
             if kind in args.heldout.split(","):
-                sys.path.insert(0, "experiments")
-                from combo_probe import probe
-                from basereward.data.synthetic.heldout import Shift
-
                 bb.projector = proj
                 report["variants"][name]["heldout"] = h = probe(bb, Shift(), 300)
                 for k, v in h.items():

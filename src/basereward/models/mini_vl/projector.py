@@ -109,6 +109,24 @@ def with_position_words(tokens: torch.Tensor, position_embeds: torch.Tensor) -> 
     return torch.cat([grid[:, :, : grid.shape[2] - k], fixed], dim=2).reshape(tokens.shape)
 
 
+def point_cell(x: float, y: float, grid: int) -> int:
+    """The grid cell (row-major) holding the point (x, y), given as fractions of width and height."""
+    return min(int(y * grid), grid - 1) * grid + min(int(x * grid), grid - 1)
+
+
+def region_cells(box: Sequence[float], grid: int) -> tuple[int, set[int]]:
+    """A region's box (x0, y0, x1, y1, fractions) -> (the cell holding its centre, the cells it
+    covers: those whose centre lies in the box, and always the centre's own)."""
+    x0, y0, x1, y1 = box
+    centre = point_cell((x0 + x1) / 2, (y0 + y1) / 2, grid)
+    cells = {centre}
+    for r in range(grid):
+        for c in range(grid):
+            if x0 <= (c + 0.5) / grid <= x1 and y0 <= (r + 0.5) / grid <= y1:
+                cells.add(r * grid + c)
+    return centre, cells
+
+
 def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dict[int, int], filler: int,
                  naming: str = "cover") -> torch.Tensor:
     """(grid*grid, slots) vocabulary positions a grounded image's cells should read.
@@ -122,13 +140,7 @@ def cell_targets(item: Any, grid: int, slots: int, tokenizer: Any, position: dic
     g = grid
     texts: list[list[str]] = [[] for _ in range(g * g)]
     for reg in item.regions:
-        x0, y0, x1, y1 = reg.box
-        centre = min(int((y0 + y1) / 2 * g), g - 1) * g + min(int((x0 + x1) / 2 * g), g - 1)
-        cells = {centre}
-        for r in range(g):
-            for c in range(g):
-                if x0 <= (c + 0.5) / g <= x1 and y0 <= (r + 0.5) / g <= y1:
-                    cells.add(r * g + c)
+        centre, cells = region_cells(reg.box, g)
         for cell in cells:
             if naming == "cover":
                 texts[cell].append(reg.text)
