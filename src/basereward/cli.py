@@ -274,7 +274,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 _PRECISION_HELP = ("autocast of float32 models: auto = bf16 on a GPU that supports it; bf16-where-fast = also on a "
-                   "CPU with AVX-512 bf16 (~2.5x faster there; how the demo scores); bf16; no = float32")
+                   "CPU where bf16 measures >= 1.2x faster than float32 (how the demo scores); bf16; no = float32")
 _SCENE_SHARE_HELP = ("word scenes: the share of one kind of question (repeatable; kinds given replace the default "
                      "shares existence=0.4 color=0.2 object=0.2 description=0.2), e.g. --scene-share existence=0.4 "
                      "--scene-share count=0.2; also count and spatial")

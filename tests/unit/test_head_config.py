@@ -1,5 +1,6 @@
 """Reward head shapes/initialisation and the config system."""
 
+import math
 import re
 
 import pytest
@@ -268,12 +269,40 @@ def test_mixed_precision_settings_resolve_per_machine(monkeypatch):
     # Explicit settings pass through; `auto` never picks bf16 on a CPU (exact fp32 by default).
     for setting in ("no", "bf16", "fp16"):
         assert stages.resolve_mixed_precision(setting, cuda=False) == setting
-    for native in (True, False):
+    # bf16-where-fast on a CPU: native bf16 instructions and a measured speed-up of at least
+    # BF16_MIN_SPEEDUP (2.55x on an EPYC Zen 4: bf16; 0.63x on a Xeon without AMX: float32).
+    for native, speedup, expected in ((True, 2.55, "bf16"), (True, stages.BF16_MIN_SPEEDUP, "bf16"),
+                                      (True, 0.63, "no"), (False, 2.55, "no")):
         monkeypatch.setattr(stages, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(stages, "cpu_bf16_speedup", lambda speedup=speedup: speedup)
         assert stages.resolve_mixed_precision("auto", cuda=False) == "no"
-        assert stages.resolve_mixed_precision("bf16-where-fast", cuda=False) == ("bf16" if native else "no")
+        assert stages.resolve_mixed_precision("bf16-where-fast", cuda=False) == expected
+
+    # Without native instructions nothing is measured.
+    def no_probe():
+        raise AssertionError("measured bf16 on a CPU without native bf16")
+
+    monkeypatch.setattr(stages, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(stages, "cpu_bf16_speedup", no_probe)
+    assert stages.resolve_mixed_precision("bf16-where-fast", cuda=False) == "no"
     with pytest.raises(ConfigError, match="mixed_precision"):
         load_config(None, ["train.mixed_precision=bf17"])
+
+
+def test_cpu_bf16_probe_measures_once_and_leaves_the_seeded_draws_alone(capsys):
+    from basereward.training import stages
+
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    speedup = stages.cpu_bf16_speedup.__wrapped__(repeats=1)  # uncached: a fresh measurement
+    assert math.isfinite(speedup) and speedup > 0
+    assert torch.equal(torch.rand(4), expected)  # the probe's layer and inputs use their own RNG
+    assert "bf16-where-fast: bf16 measured" in capsys.readouterr().err
+    # Cached per process: the scorer asks once per batch.
+    first = stages.cpu_bf16_speedup()
+    capsys.readouterr()
+    assert stages.cpu_bf16_speedup() == first and capsys.readouterr().err == ""
 
 
 def test_runs_of_different_precision_follow_each_other_in_one_process():

@@ -32,8 +32,8 @@ class Scorer(ScoringMixin):
     padded size, sequences x the longest one's `token_estimate`, so batches of short groups hold
     more sequences than batches of long ones (a group over the budget is a batch of its own).
     `precision` (as `train.mixed_precision`): "auto" runs float32 weights under bf16 autocast on
-    a GPU that supports it, "bf16-where-fast" also on a CPU with AVX-512 bf16 (how the demo's
-    model was trained), "bf16" always, "no" never.
+    a GPU that supports it, "bf16-where-fast" also on a CPU where bf16 is native and measured
+    faster (`training.stages.cpu_bf16_speedup`; how the demo's model was trained), "bf16" always, "no" never.
     """
 
     def __init__(

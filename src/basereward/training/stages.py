@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -69,22 +70,76 @@ class Optimisation:
 
 def cpu_has_native_bf16() -> bool:
     """True on a CPU with AVX-512 bf16 instructions (Intel Cooper Lake and later, AMD Zen 4 and
-    later), where oneDNN runs bf16 matmuls natively: measured 1.5x (Xeon with AMX) and 2.6x (EPYC
-    Zen 4) faster than float32 on mini-vl's training step (benchmarks/cpu_bf16.py). Without them
-    bf16 is emulated and slower than float32."""
+    later), where oneDNN runs bf16 matmuls natively. Without them bf16 is emulated and slower than
+    float32; with them it may still be slower (`BF16_MIN_SPEEDUP`), so `bf16-where-fast` also
+    measures (`cpu_bf16_speedup`)."""
     cpu = getattr(torch, "cpu", None)
     check = getattr(cpu, "_is_avx512_bf16_supported", None)
     return check is not None and bool(check())
 
 
+# `bf16-where-fast` on a CPU takes bf16 only where it measures at least this much faster than
+# float32 (`cpu_bf16_speedup`): the instructions alone do not say it. Measured with
+# benchmarks/cpu_bf16.py on mini-vl's training step: 2.55x on a 2-core EPYC Zen 4, 1.5x on a Xeon
+# with AMX, 0.63x on a 2-core Xeon (Emerald Rapids, AVX-512 bf16 but no AMX exposed).
+BF16_MIN_SPEEDUP = 1.2
+
+
+def _decoder_step_seconds(layer: torch.nn.Module, rope: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    import time
+
+    positions = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        h = x.clone().requires_grad_(True)
+        out = layer(h, position_embeddings=rope(h, positions))
+        loss = (out[0] if isinstance(out, tuple) else out).float().square().mean()
+    loss.backward()
+    return time.perf_counter() - start
+
+
+@functools.cache
+def cpu_bf16_speedup(repeats: int = 3) -> float:
+    """float32 seconds / bf16-autocast seconds of one forward + backward of a decoder layer the size
+    of SmolLM2-135M's (hidden 576, MLP 1536, 9 heads / 3 KV heads; 8 sequences of 128 tokens),
+    measured once per process on this CPU (~1-2 s): the best of `repeats` timings of each mode,
+    after one warm-up each. Printed to stderr, since it decides the run's precision."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+    cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+                      num_hidden_layers=1)
+    cfg._attn_implementation = "sdpa"
+    # Its own generator: the probe leaves the global RNG (a run's seeded draws) untouched.
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        layer, rope = LlamaDecoderLayer(cfg, 0), LlamaRotaryEmbedding(cfg)
+    x = torch.randn(8, 128, 576, generator=gen)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for bf16 in (False, True):
+        _decoder_step_seconds(layer, rope, x, bf16)  # warm-up: kernel selection, allocations
+    for _ in range(repeats):
+        for bf16 in (False, True):
+            times[bf16].append(_decoder_step_seconds(layer, rope, x, bf16))
+    speedup = min(times[False]) / min(times[True])
+    verdict = "bf16 autocast" if speedup >= BF16_MIN_SPEEDUP else "float32"
+    print(f"[basereward] bf16-where-fast: bf16 measured {speedup:.2f}x float32 on this CPU "
+          f"(needs {BF16_MIN_SPEEDUP}x): {verdict}", file=sys.stderr, flush=True)
+    return speedup
+
+
 def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
-    """The Accelerate `mixed_precision` a `train.mixed_precision` setting means on this machine."""
+    """The Accelerate `mixed_precision` a `train.mixed_precision` setting means on this machine.
+    On a CPU, `bf16-where-fast` is bf16 only with native bf16 instructions *and* a measured
+    speed-up of at least BF16_MIN_SPEEDUP (`cpu_bf16_speedup`)."""
     if setting not in ("auto", "bf16-where-fast"):
         return setting
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if setting == "bf16-where-fast" and cpu_has_native_bf16() else "no"
+    if setting == "bf16-where-fast" and cpu_has_native_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP:
+        return "bf16"
+    return "no"
 
 
 def _release_precision(precision: str) -> None:
