@@ -147,6 +147,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(workspace, tmp_path, 
     resumed = RewardModel(resumed_cfg.model)  # fresh weights: everything must come from the checkpoint
     result = train(resumed_cfg, pairs, model=resumed, progress=False)
     assert result["steps"] == 4
+    # The precision the run resolved is recorded (train.mixed_precision=auto: float32 on a CPU).
+    from basereward.training.stages import resolve_mixed_precision
+
+    assert result["precision"] == resolve_mixed_precision("auto")
     a, b = _trainable(straight), _trainable(resumed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)

@@ -44,7 +44,9 @@ def train(
     with stages.trunk_cache(model.backbone, history):
         step, last = fit(run, model, opt, train_pairs, start_step, history, val_pairs, callbacks)
     apply_ema(opt.optimizer, cfg.train.ema_decay > 0)  # the saved model (and its validation) is the average
-    result: dict[str, Any] = {"steps": step, "train": last}
+    # The precision the run trained in (`train.mixed_precision` resolved on this machine: "bf16-where-fast"
+    # is "bf16" or "no" depending on what the CPU measures), so that results from two machines compare.
+    result: dict[str, Any] = {"steps": step, "precision": run.accelerator.mixed_precision, "train": last}
     for key in ("init_from", "alignment", "trunk_cache"):
         if key in history:
             result[key] = history[key]
