@@ -18,6 +18,7 @@ import contextlib
 import functools
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -86,8 +87,6 @@ BF16_MIN_SPEEDUP = 1.2
 
 
 def _decoder_step_seconds(layer: torch.nn.Module, rope: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
-    import time
-
     positions = torch.arange(x.shape[1]).expand(x.shape[0], -1)
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
